@@ -150,31 +150,37 @@ def _tile_intersections(
 
 
 def _composite(
-    pixels: Tensor,  # [T, P, 2]
+    origins: Tensor,  # [T, 2] pixel-centre coordinates of each tile's top-left pixel
     means2d: Tensor,  # [T, K, 2]
     conics: Tensor,  # [T, K, 3]
-    opacities: Tensor,  # [T, K]
+    opacities: Tensor,  # [T, K], 0 on padding slots
     features: Tensor,  # [T, K, F]
-    present: Tensor,  # [T, K] bool, False on padding
 ) -> tuple[Tensor, Tensor]:
     """Front-to-back alpha compositing of each tile's sorted list, for all its pixels at once.
 
-    Returns accumulated features ``[T, P, F]`` and accumulated alpha ``[T, P]``.
+    Returns accumulated features ``[T, P, F]`` and accumulated alpha ``[T, P]`` for the tile's
+    ``P = 16 * 16`` pixels in row-major order.
     """
-    delta = means2d[:, None, :, :] - pixels[:, :, None, :]  # [T, P, K, 2]
-    dx, dy = delta.unbind(-1)
+    n_tiles, longest = opacities.shape
+    steps = torch.arange(TILE_SIZE, device=origins.device, dtype=origins.dtype)
+    # Within a tile dx depends only on the column and dy only on the row, so the quadratic form
+    # is assembled from [T, 16, K] pieces and only three operations touch [T, 16, 16, K].
+    dx = means2d[:, None, :, 0] - (origins[:, 0, None, None] + steps[None, :, None])  # [T, cols, K]
+    dy = means2d[:, None, :, 1] - (origins[:, 1, None, None] + steps[None, :, None])  # [T, rows, K]
     ca, cb, cc = (v[:, None, :] for v in conics.unbind(-1))
-    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-    alpha = torch.clamp(opacities[:, None, :] * torch.exp(-sigma), max=ALPHA_MAX)
-    keep = present[:, None, :] & (sigma >= 0) & (alpha >= ALPHA_MIN)
-    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+    neg_sigma = (-0.5 * cc * dy * dy)[:, :, None, :] + (-0.5 * ca * dx * dx)[:, None, :, :]
+    neg_sigma = neg_sigma + (-cb * dx)[:, None, :, :] * dy[:, :, None, :]
+    neg_sigma = neg_sigma.reshape(n_tiles, TILE_SIZE * TILE_SIZE, longest)
+    alpha = torch.clamp(opacities[:, None, :] * torch.exp(neg_sigma), max=ALPHA_MAX)
+    alpha = torch.where((neg_sigma <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
     transmittance_after = torch.cumprod(1.0 - alpha, dim=-1)
     # Transmittance only falls, so "stop before it drops to 1e-4" keeps a prefix of each list.
-    included = transmittance_after > TRANSMITTANCE_MIN
     transmittance_before = torch.cat(
         [torch.ones_like(transmittance_after[..., :1]), transmittance_after[..., :-1]], dim=-1
     )
-    weights = torch.where(included, alpha * transmittance_before, torch.zeros_like(alpha))
+    weights = torch.where(
+        transmittance_after > TRANSMITTANCE_MIN, alpha * transmittance_before, torch.zeros_like(alpha)
+    )
     return torch.bmm(weights, features), weights.sum(-1)
 
 
@@ -207,7 +213,7 @@ def rasterize_tiles(
         starts = torch.cumsum(counts, 0) - counts
         busy = torch.nonzero(counts, as_tuple=True)[0]
         busy = busy[torch.argsort(counts[busy], descending=True)]  # similar list lengths share a chunk
-        offsets = _pixel_offsets(device, means2d.dtype)
+        offsets = _pixel_offsets(device)
 
     flat_means = means2d.reshape(V * N, 2)
     flat_conics = conics.reshape(V * N, 3)
@@ -216,6 +222,8 @@ def rasterize_tiles(
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (means2d, conics, opacities, features)
     )
+    # Recompute chunks in the backward pass only when keeping them all would exceed one budget.
+    recompute = needs_grad and int(counts.sum()) * TILE_SIZE * TILE_SIZE > chunk_elements
 
     out_values, out_alpha, out_index = [], [], []
     pixels_per_tile = TILE_SIZE * TILE_SIZE
@@ -229,24 +237,21 @@ def rasterize_tiles(
             slot = torch.arange(longest, device=device)
             present = slot[None, :] < counts[tiles][:, None]
             gauss = isect_gauss[(starts[tiles][:, None] + slot[None, :]).clamp(max=len(isect_gauss) - 1)]
-            gauss = torch.where(present, gauss, torch.zeros_like(gauss))
             view, local = tiles // tiles_per_view, tiles % tiles_per_view
             origin = torch.stack([(local % tiles_x) * TILE_SIZE, (local // tiles_x) * TILE_SIZE], dim=-1)
-            pix = origin[:, None, :].to(offsets.dtype) + offsets[None]  # [T, P, 2] pixel corners
-            px, py = pix[..., 0].long(), pix[..., 1].long()
+            px = origin[:, None, 0] + offsets[None, :, 0]  # [T, P] pixel column
+            py = origin[:, None, 1] + offsets[None, :, 1]
             inside = (px < width) & (py < height)
             out_index.append((view[:, None] * (height * width) + py * width + px)[inside])
+        opac = flat_opac[gauss]
         args = (
-            pix + 0.5,
+            origin.to(means2d.dtype) + 0.5,
             flat_means[gauss],
             flat_conics[gauss],
-            flat_opac[gauss],
+            torch.where(present, opac, torch.zeros_like(opac)),  # padding slots composite nothing
             flat_feat[gauss],
-            present,
         )
-        values, alpha = (
-            checkpoint(_composite, *args, use_reentrant=False) if needs_grad else _composite(*args)
-        )
+        values, alpha = checkpoint(_composite, *args, use_reentrant=False) if recompute else _composite(*args)
         out_values.append(values[inside])
         out_alpha.append(alpha[inside])
 
@@ -259,9 +264,9 @@ def rasterize_tiles(
     return image.reshape(V, height, width, F), alpha_image.reshape(V, height, width)
 
 
-def _pixel_offsets(device, dtype) -> Tensor:
+def _pixel_offsets(device) -> Tensor:
     """``[P, 2]`` integer (u, v) offsets of the pixels of one tile, row-major."""
-    r = torch.arange(TILE_SIZE, device=device, dtype=dtype)
+    r = torch.arange(TILE_SIZE, device=device)
     v, u = torch.meshgrid(r, r, indexing="ij")
     return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
 

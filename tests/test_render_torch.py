@@ -18,6 +18,7 @@ from model.cameras import (
     transform_points,
 )
 from model.gaussians import Gaussians
+from model.random_scene import random_scene
 from model.rasterize_torch import ALPHA_MAX, EPS2D, rasterize_torch
 from model.render import render
 
@@ -195,22 +196,14 @@ def test_batched_render_equals_per_element_renders():
     assert not torch.allclose(out.color[0, 0], out.color[0, 1])
 
 
-def _random_scene(n, dtype, seed=0, features=0):
-    gen = torch.Generator().manual_seed(seed)
-    means = torch.randn(n, 3, generator=gen, dtype=dtype) * torch.tensor([0.6, 0.5, 0.3], dtype=dtype)
-    means[:, 2] += 3
-    return Gaussians(
-        means,
-        torch.randn(n, 4, generator=gen, dtype=dtype),
-        torch.rand(n, 3, generator=gen, dtype=dtype) * 0.08 + 0.01,
-        torch.rand(n, generator=gen, dtype=dtype) * 0.9 + 0.05,
-        torch.rand(n, 3, generator=gen, dtype=dtype),
-        torch.randn(n, features, generator=gen, dtype=dtype) if features else None,
-    )
+def _scene_with_features(n, width, height, seed, features):
+    g, _ = random_scene(n, width, height, seed=seed, dtype=torch.float64)
+    g.features = torch.randn(n, features, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    return g
 
 
 def test_chunked_rasterization_matches_single_chunk_including_gradients():
-    g = _random_scene(300, torch.float64, features=2)
+    g = _scene_with_features(300, 48, 40, seed=0, features=2)
     viewmat, K = identity_camera(48, 40, 50.0)
     feats = torch.cat([g.colors, g.features], -1)
 
@@ -229,7 +222,7 @@ def test_chunked_rasterization_matches_single_chunk_including_gradients():
 
 
 def test_gradcheck_float64_tiny_scene():
-    g = _random_scene(6, torch.float64, seed=3, features=1)
+    g = _scene_with_features(6, 20, 18, seed=3, features=1)
     viewmat, K = identity_camera(20, 18, 24.0)
     bg = torch.tensor([0.2, 0.4, 0.6], dtype=F64)
 
