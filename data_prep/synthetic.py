@@ -69,7 +69,7 @@ class _Rect:
     moving: bool = False
 
 
-def _procedural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+def procedural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     """Photo-like float32 RGB texture: fractal colour noise under many random marks.
 
     The marks give corners and edges at every scale, which feature matching needs.
@@ -112,8 +112,8 @@ def _box(corner: np.ndarray, size: np.ndarray, texture: int, moving: bool = Fals
 
 
 def _build_scene(rng: np.random.Generator, moving_object: bool) -> tuple[list[_Rect], list[np.ndarray]]:
-    textures = [_procedural_texture(rng, 1024), _procedural_texture(rng, 1024)]
-    textures += [_procedural_texture(rng, 256) for _ in range(4)]
+    textures = [procedural_texture(rng, 1024), procedural_texture(rng, 1024)]
+    textures += [procedural_texture(rng, 256) for _ in range(4)]
     rects = [
         # back wall at z = 9 and the floor; both far larger than any view, so every ray hits
         _Rect(
