@@ -10,7 +10,8 @@ Protocol (shared by most stabilization papers):
       energy in FFT bins 1..5 (DC dropped, first half of the spectrum kept); S is their mean.
 
 Added here:
-    - valid-pixel ratio: share of pixels not in a black region connected to the border;
+    - valid-pixel ratio: share of pixels not in a black border region that the input does not
+      explain (see ``valid_mask``);
     - residual jitter: RMS of the high-passed path of the frame centre, in px at 640 px width,
       from 4-DOF similarity fits to the same matches (less estimation noise than homographies);
     - temporal flicker: mean absolute gray-level difference (0-255) between consecutive frames
@@ -40,6 +41,8 @@ REFERENCE_WIDTH = 640  # jitter is reported in pixels of a frame scaled to this 
 JITTER_SIGMA_S = 0.5  # the high-pass removes a Gaussian-smoothed path of this sigma, in seconds
 STABILITY_BINS = 5
 BORDER_BLACK_LEVEL = 20  # max RGB channel at or below this counts as empty (codec noise on black)
+FLAT_STD = 3.0  # gray-level standard deviation (5x5) below which a pixel is flat
+BORDER_CONTACT = 0.1  # an empty region lines at least this share of the shorter side
 FLOW_CONSISTENCY_PX = 1.0
 SAMPSON_GAPS = (1, 2, 3)
 
@@ -151,15 +154,41 @@ def crop_and_distortion(homographies: list[np.ndarray | None]) -> dict[str, floa
     return {"C": float(np.mean(crop)), "D": float(np.min(ratios))}
 
 
-def valid_mask(frame: np.ndarray) -> np.ndarray:
-    """True except on near-black regions connected to the image border (warping borders)."""
+def valid_mask(
+    frame: np.ndarray, reference: np.ndarray | None = None, to_frame: np.ndarray | None = None
+) -> np.ndarray:
+    """False on empty regions: near-black regions along the border that the input does not explain.
+
+    Candidates are near-black regions touching the border. With the input frame
+    (``reference``) and its homography into ``frame`` (``to_frame``), a candidate pixel is
+    empty unless its source in the input is dark too: a shadow or dark clothes in the input
+    stay content, while a band whose source is outside the input, or bright, is empty.
+    Without them (the pair did not match) a single-frame rule decides per region: most pixels
+    locally flat, and lining at least 10% of the shorter side, like the bands and corner
+    wedges that warping leaves.
+    """
+    height, width = frame.shape[:2]
     dark = (frame.max(axis=-1) <= BORDER_BLACK_LEVEL).astype(np.uint8)
     count, labels = cv2.connectedComponents(dark, connectivity=4)
-    if count <= 1:
-        return np.ones(frame.shape[:2], bool)
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    border_labels = np.unique(edge[edge > 0])
-    return ~np.isin(labels, border_labels)
+    contact = np.bincount(edge, minlength=count)
+    contact[0] = 0
+    if reference is not None and to_frame is not None:
+        source_dark = (reference.max(axis=-1) <= BORDER_BLACK_LEVEL).astype(np.uint8)
+        explained = cv2.warpPerspective(source_dark, to_opencv_pixels(to_frame), (width, height),
+                                        flags=cv2.INTER_NEAREST, borderValue=0)  # fmt: skip
+        candidate = contact > 0
+        candidate[0] = False  # label 0 is everything that is not dark
+        return ~(candidate[labels] & (explained == 0))
+    gray = to_gray(frame).astype(np.float32)
+    local_var = cv2.blur(gray * gray, (5, 5)) - cv2.blur(gray, (5, 5)) ** 2
+    sizes = np.maximum(np.bincount(labels.ravel(), minlength=count), 1)
+    flat_share = (
+        np.bincount(labels.ravel(), weights=(local_var < FLAT_STD**2).ravel(), minlength=count) / sizes
+    )
+    empty = (contact >= BORDER_CONTACT * min(height, width)) & (flat_share > 0.5)
+    empty[0] = False
+    return ~empty[labels]
 
 
 def temporal_flicker(frames: np.ndarray, masks: np.ndarray, progress: bool | None = None) -> float:
@@ -306,8 +335,8 @@ def evaluate(
     motion_in = analyse_motion(inputs, "SIFT input", progress)
     motion_out = analyse_motion(outputs, "SIFT output", progress)
     to_output = [homography(a, b) for a, b in zip(motion_in.features, motion_out.features, strict=True)]
-    masks_in = np.stack([valid_mask(f) for f in inputs])
-    masks_out = np.stack([valid_mask(f) for f in outputs])
+    masks_in = np.ones(inputs.shape[:3], bool)  # the input is the reference: valid by definition
+    masks_out = np.stack([valid_mask(o, i, H) for o, i, H in zip(outputs, inputs, to_output, strict=True)])
 
     def scores(frames, motion, masks, crop, sharpness, pairs_failed, pairs_total):
         return {
@@ -322,7 +351,7 @@ def evaluate(
         }
 
     # The input scored against itself: its homography to itself is the identity, so C = D =
-    # sharpness = 1 by definition; its path metrics are computed like the output's.
+    # sharpness = valid ratio = 1 by definition; its path metrics are computed like the output's.
     report = {
         "frames": n,
         **counts,

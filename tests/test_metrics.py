@@ -61,6 +61,22 @@ def test_anisotropic_scale_gives_distortion_equal_to_axis_ratio(panning):
     assert M.crop_and_distortion(homographies)["D"] == pytest.approx(0.8, abs=0.01)
 
 
+def test_valid_ratio_counts_black_the_input_does_not_explain(panning):
+    source = panning[0].copy()
+    source[150:, :60] = 0  # a deep, flat shadow in the input, along the bottom edge
+    output = source.copy()
+    output[:, -40:] = 0  # a warping band down the right side
+    identity = np.eye(3)
+    mask = M.valid_mask(output, source, identity)
+    assert mask[150:, :60].all()  # the shadow is the input's own content
+    assert not mask[:, -40:].any() and mask[:, :-40].all()
+    # shifted 30 px to the right: the left band's source lies outside the input frame
+    shifted = np.zeros_like(source)
+    shifted[:, 30:] = source[:, :-30]
+    to_shifted = np.array([[1.0, 0, 30], [0, 1, 0], [0, 0, 1]])
+    assert M.valid_mask(shifted, source, to_shifted).mean() == pytest.approx(1 - 30 / WIDTH, abs=1e-9)
+
+
 def test_border_connected_black_lowers_valid_ratio_by_its_area(panning):
     frame = panning[0].copy()
     frame[:18] = 0
@@ -69,6 +85,20 @@ def test_border_connected_black_lowers_valid_ratio_by_its_area(panning):
     expected = 1 - (18 * WIDTH + 32 * HEIGHT - 18 * 32) / (WIDTH * HEIGHT)
     assert M.valid_mask(frame).mean() == pytest.approx(expected, abs=1e-9)
     assert M.valid_mask(panning[0]).all()
+    # a dark but textured region touching the edge (a shadow) is picture, not border
+    shadow = panning[0].copy()
+    shadow[100:, 250:] = np.random.default_rng(0).integers(0, 21, (80, 70, 3), dtype=np.uint8)
+    assert M.valid_mask(shadow).all()
+    # flat black touching the edge over a few pixels (dark clothes at the frame's foot) too
+    shoes = panning[0].copy()
+    shoes[170:, 100:110] = 0
+    assert M.valid_mask(shoes).all()
+    # a thin wedge from a small rotation lines a whole side: empty
+    wedge = panning[0].copy()
+    rows = np.arange(HEIGHT)[:, None]
+    cols = np.arange(WIDTH)[None, :]
+    wedge[rows < 2 + cols * 0.02] = 0
+    assert M.valid_mask(wedge).mean() == pytest.approx(1 - (rows < 2 + cols * 0.02).mean(), abs=1e-9)
 
 
 def test_jitter_measures_exactly_the_high_passed_shake():

@@ -1,0 +1,41 @@
+"""bench/quality.py end to end on one tiny clip: input, vid.stab and a user command."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from data_prep.synthetic import SyntheticConfig, generate
+from data_prep.video import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quality_bench_scores_input_vidstab_and_a_command(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    clip = generate(SyntheticConfig(width=192, height=108, num_frames=16, shake_rotation_deg=1.5, seed=4),
+                    progress=False)  # fmt: skip
+    write_video(clips / "tiny.mp4", clip.frames, fps=30)
+    copy = f'{sys.executable} -c "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])" {{in}} {{out}}'
+    out = tmp_path / "quality.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "quality.py"), "--clips", str(clips),
+         "--method", f"copy={copy}", "--out", str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"input", "vidstab", "copy"}
+    assert rows["copy"]["C"] > 0.999 and rows["copy"]["sharpness"] > 0.99  # the copy is the input
+    assert rows["vidstab"]["C"] < 0.95  # vid.stab crops and zooms by default
+    assert rows["vidstab"]["seconds_per_frame"] > 0
+    assert "| tiny | vidstab |" in result.stdout
+
+
+def test_quality_bench_rejects_a_method_without_placeholders(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "quality.py"), "--clips", str(tmp_path),
+         "--method", "x=cp a b"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "{in} and {out}" in result.stderr
