@@ -38,7 +38,8 @@ class SyntheticConfig:
     num_frames: int = 60
     fps: float = 30.0
     hfov_deg: float = 60.0
-    dolly: float = 1.2  # sideways travel of the smooth path over the clip, scene units
+    dolly: float = 1.2  # camera travel over the clip, scene units (0: the camera only rotates)
+    pan: float = 0.72  # sideways sweep of the look-at point on the back wall, scene units
     shake_rotation_deg: float = 1.0  # peak rotational shake per axis
     shake_translation: float = 0.03  # peak translational shake per axis, scene units
     moving_object: bool = False
@@ -193,10 +194,13 @@ def _shake(rng: np.random.Generator, num_frames: int, fps: float, amplitude: flo
 
 
 def smooth_path(config: SyntheticConfig) -> np.ndarray:
-    """``[T, 4, 4]`` smooth camera-to-world path: a sideways dolly with a slow pan."""
+    """``[T, 4, 4]`` smooth camera-to-world path: a sideways dolly with a slow pan.
+
+    Every translation scales with ``dolly``, so ``dolly=0`` gives a camera that only rotates.
+    """
     s = np.linspace(-0.5, 0.5, config.num_frames)
-    eyes = np.stack([config.dolly * s, -0.2 + 0.1 * s**2, 0.3 * s], -1)
-    targets = np.stack([0.6 * config.dolly * s, 0.3 + 0 * s, 9.0 + 0 * s], -1)
+    eyes = np.stack([config.dolly * s, -0.2 + 0.08 * config.dolly * s**2, 0.25 * config.dolly * s], -1)
+    targets = np.stack([config.pan * s, 0.3 + 0 * s, 9.0 + 0 * s], -1)
     up = torch.from_numpy(WORLD_UP)
     return look_at(torch.from_numpy(eyes), torch.from_numpy(targets), up).numpy()
 

@@ -276,3 +276,22 @@ def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
     factor = torch.where(small, 0.5 - angle**2 / 48, torch.sin(half) / torch.where(small, 1.0, angle))
     q = torch.cat([torch.cos(half), axis_angle * factor], dim=-1)
     return quat_to_matrix(q)
+
+
+def align_poses(c2w: Tensor, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Similarity ``(s, R, t)`` that best maps poses ``c2w [N, 4, 4]`` onto ``reference``.
+
+    SfM poses are known up to a similarity. The rotation is the chordal mean of the
+    orientation differences; scale and translation then fit the camera centres by least
+    squares. Taking the rotation from orientations rather than from centres keeps it well
+    determined on near-straight paths, where centres alone cannot fix the roll about the path.
+    Apply as ``centre' = s R centre + t`` and ``R_c2w' = R R_c2w``.
+    """
+    U, _, Vt = torch.linalg.svd((reference[:, :3, :3] @ c2w[:, :3, :3].transpose(-1, -2)).sum(0))
+    D = torch.eye(3, dtype=c2w.dtype, device=c2w.device)
+    D[2, 2] = torch.sign(torch.linalg.det(U @ Vt))
+    R = U @ D @ Vt
+    src, dst = c2w[:, :3, 3], reference[:, :3, 3]
+    a, b = (src - src.mean(0)) @ R.T, dst - dst.mean(0)
+    s = (a * b).sum() / a.square().sum().clamp(min=1e-12)
+    return s, R, dst.mean(0) - s * R @ src.mean(0)

@@ -1,0 +1,372 @@
+"""Camera poses for a clip: pycolmap SfM with honest fallbacks.
+
+Order of attempts (configurable): COLMAP's global mapper (GLOMAP), then incremental mapping,
+then a rotation-only estimate from the homographies COLMAP already verified between
+consecutive frames (for pure rotation or too little parallax). A method's result is kept when
+enough frames register in one contiguous run and the reprojection error is low. Frames outside
+that run are dropped; none is ever given an invented pose.
+
+Every result is normalised so that the median sparse depth is 1.0; ``scale`` is the factor the
+reconstruction was multiplied by (rotation-only poses have no depth, so their scale is 1).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycolmap
+from scipy.optimize import minimize_scalar
+
+METHODS = ("global", "incremental", "rotation")
+
+
+class PoseError(RuntimeError):
+    """No method produced acceptable poses; the message gives the reason per method."""
+
+
+@dataclass
+class PoseConfig:
+    methods: tuple[str, ...] = METHODS
+    camera_model: str = "SIMPLE_PINHOLE"  # pinhole, like the renderer: no distortion to undo
+    max_num_features: int = 4096
+    peak_threshold: float = 0.004  # lower than COLMAP's 0.0067: more features on soft video frames
+    sequential_overlap: int = 20
+    quadratic_overlap: bool = True
+    min_registered_fraction: float = 0.9  # of the clip's frames, in one contiguous run
+    max_reprojection_error: float = 1.5  # px, mean over observations
+    min_observations: int = 15  # every kept frame must observe at least this many sparse points
+    min_triangulation_angle_deg: float = (
+        0.5  # COLMAP's 1 degree leaves handheld clips with a handful of points
+    )
+    num_threads: int = 1  # pycolmap is deterministic only single-threaded; -1 uses all cores
+    seed: int = 0
+
+
+@dataclass
+class ClipPoses:
+    """Poses of the frames ``frame_ids`` of a clip (indices into the frames given)."""
+
+    K: np.ndarray  # [3, 3] float64, shared by all frames
+    c2w: np.ndarray  # [T, 4, 4] float64, OpenCV axes
+    frame_ids: np.ndarray  # [T] int, contiguous
+    method: str
+    points: np.ndarray  # [P, 3] float64 sparse points (world)
+    observations: np.ndarray  # [M, 4] float64: frame index (0..T-1), u, v, z-depth
+    observation_points: np.ndarray  # [M] int index into points
+    scale: float
+    stats: dict = field(default_factory=dict)
+
+
+def _write_frames(frames: np.ndarray, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, frame in enumerate(frames):
+        name = f"{index:06d}.png"
+        cv2.imwrite(str(folder / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        names.append(name)
+    return names
+
+
+def _pinned(options, config: PoseConfig):
+    """``options`` with every nested ``num_threads`` and ``random_seed`` set from ``config``.
+
+    pycolmap spreads these over many sub-option blocks (rotation averaging, positioning,
+    bundle adjustment, RANSAC, ...), each defaulting to "all cores" and "random"; pinning
+    them all is what makes a run reproducible.
+    """
+
+    def pin(tree: dict) -> dict:
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out[key] = pin(value)
+            elif key == "num_threads":
+                out[key] = config.num_threads
+            elif key == "random_seed":
+                out[key] = config.seed
+        return out
+
+    options.mergedict(pin(options.todict()))
+    return options
+
+
+def _extract_and_match(database: Path, images: Path, config: PoseConfig) -> None:
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = config.camera_model
+    extraction = _pinned(pycolmap.FeatureExtractionOptions(), config)
+    extraction.sift.max_num_features = config.max_num_features
+    extraction.sift.peak_threshold = config.peak_threshold
+    pycolmap.extract_features(database, images, camera_mode=pycolmap.CameraMode.SINGLE,
+                              reader_options=reader, extraction_options=extraction)  # fmt: skip
+    pairing = _pinned(pycolmap.SequentialPairingOptions(), config)
+    pairing.overlap = config.sequential_overlap
+    pairing.quadratic_overlap = config.quadratic_overlap
+    matching = _pinned(pycolmap.FeatureMatchingOptions(), config)
+    verification = _pinned(pycolmap.TwoViewGeometryOptions(), config)
+    pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing,
+                              verification_options=verification)  # fmt: skip
+
+
+def _longest_run(indices: np.ndarray) -> np.ndarray:
+    """The longest run of consecutive integers in sorted ``indices``."""
+    if len(indices) == 0:
+        return indices
+    breaks = np.nonzero(np.diff(indices) != 1)[0] + 1
+    runs = np.split(indices, breaks)
+    return max(runs, key=len)
+
+
+def _from_reconstruction(rec: pycolmap.Reconstruction, method: str, num_frames: int) -> ClipPoses:
+    by_frame = {int(Path(img.name).stem): img for img in rec.images.values() if img.has_pose}
+    kept = _longest_run(np.array(sorted(by_frame), int))
+    images = [by_frame[i] for i in kept]
+    camera = rec.cameras[images[0].camera_id]
+    K = np.asarray(camera.calibration_matrix(), np.float64)
+    w2c = np.zeros((len(images), 4, 4))
+    w2c[:, 3, 3] = 1
+    for t, img in enumerate(images):
+        w2c[t, :3] = img.cam_from_world().matrix()
+    c2w = np.linalg.inv(w2c)
+
+    point_ids: dict[int, int] = {}
+    points, observations, observation_points, errors = [], [], [], []
+    for t, img in enumerate(images):
+        for p2 in img.points2D:
+            if not p2.has_point3D():
+                continue
+            point = rec.points3D[p2.point3D_id]
+            if p2.point3D_id not in point_ids:
+                point_ids[p2.point3D_id] = len(points)
+                points.append(point.xyz)
+                errors.append(point.error)
+            z = (w2c[t, :3, :3] @ point.xyz + w2c[t, :3, 3])[2]
+            observations.append((t, p2.xy[0], p2.xy[1], z))
+            observation_points.append(point_ids[p2.point3D_id])
+    observations = np.array(observations, np.float64).reshape(-1, 4)
+    return ClipPoses(
+        K=K,
+        c2w=c2w,
+        frame_ids=kept,
+        method=method,
+        points=np.array(points, np.float64).reshape(-1, 3),
+        observations=observations,
+        observation_points=np.array(observation_points, np.int64),
+        scale=1.0,
+        stats={
+            "registered_fraction": len(kept) / num_frames,
+            "reprojection_error": float(np.mean(errors)) if errors else float("nan"),
+            "mean_track_length": len(observations) / max(len(points), 1),
+            "num_points": len(points),
+            "min_observations_per_frame": int(
+                np.bincount(observations[:, 0].astype(int), minlength=len(kept)).min()
+            ),
+        },
+    )
+
+
+def _run_mapper(method: str, database: Path, images: Path, out: Path, config: PoseConfig):
+    out.mkdir(parents=True, exist_ok=True)
+    if method == "global":
+        options = _pinned(pycolmap.GlobalPipelineOptions(), config)
+        options.mapper.min_tri_angle_deg = config.min_triangulation_angle_deg
+        options.mapper.retriangulation.min_angle = config.min_triangulation_angle_deg
+        return pycolmap.global_mapping(database, images, out, options)
+    options = _pinned(pycolmap.IncrementalPipelineOptions(), config)
+    options.triangulation.min_angle = config.min_triangulation_angle_deg
+    return pycolmap.incremental_mapping(database, images, out, options)
+
+
+def _rotation_from_homography(H: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Nearest rotation to ``K^-1 H K`` (H maps frame a's pixels to frame b's)."""
+    M = np.linalg.inv(K) @ H @ K
+    U, _, Vt = np.linalg.svd(M)
+    R = U @ Vt
+    return R if np.linalg.det(R) > 0 else -R
+
+
+def _transfer_errors(step: tuple[np.ndarray, np.ndarray, np.ndarray], K: np.ndarray) -> np.ndarray:
+    """Pixel distances of a pair's inlier matches under the pure rotation nearest its homography."""
+    H, pts_a, pts_b = step
+    R = _rotation_from_homography(H, K)
+    mapped = np.concatenate([pts_a, np.ones((len(pts_a), 1))], -1) @ (K @ R @ np.linalg.inv(K)).T
+    return np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - pts_b, axis=-1)
+
+
+def _focal_from_homographies(steps: list[tuple], width: int, height: int) -> float:
+    """The focal length whose pure rotations best explain the matches (20-120 degree hfov).
+
+    A coarse grid on the field of view finds the basin; a bounded 1-D search refines it. The
+    objective is the mean pixel transfer error, which conditions the focal length far better
+    than how close ``K^-1 H K`` is to a rotation.
+    """
+
+    def cost(f: float) -> float:
+        K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+        return float(np.mean(np.concatenate([_transfer_errors(step, K) for step in steps])))
+
+    grid = 0.5 * width / np.tan(np.deg2rad(np.linspace(20, 120, 51)) / 2)
+    best = int(np.argmin([cost(f) for f in grid]))
+    lo, hi = grid[min(best + 1, len(grid) - 1)], grid[max(best - 1, 0)]
+    return float(minimize_scalar(cost, bounds=(lo, hi), method="bounded", options={"xatol": 0.01}).x)
+
+
+def average_rotations(relative: dict[tuple[int, int], np.ndarray], count: int) -> np.ndarray:
+    """Absolute rotations ``W [count, 3, 3]`` (camera from world, ``W_0 = I``) from relative ones.
+
+    ``relative[a, b]`` maps camera a's frame to camera b's, so ``W_b = R_ab W_a``. All pairs
+    are solved at once by linear least squares on the matrix entries (chordal relaxation), and
+    each result is projected back onto SO(3). Using wide pairs as well as consecutive ones
+    stops the drift that chaining consecutive rotations accumulates.
+    """
+    A = np.zeros((3 * len(relative), 3 * (count - 1)))
+    B = np.zeros((3 * len(relative), 3))
+    for row, ((a, b), R) in enumerate(relative.items()):
+        rows = slice(3 * row, 3 * row + 3)
+        if b > 0:
+            A[rows, 3 * (b - 1) : 3 * b] += np.eye(3)
+        else:
+            B[rows] -= np.eye(3)
+        if a > 0:
+            A[rows, 3 * (a - 1) : 3 * a] -= R
+        else:
+            B[rows] += R
+    X = np.linalg.lstsq(A, B, rcond=None)[0]
+    W = np.concatenate([np.eye(3)[None], X.reshape(count - 1, 3, 3)])
+    U, _, Vt = np.linalg.svd(W)
+    D = np.ones((count, 3))
+    D[:, 2] = np.sign(np.linalg.det(U @ Vt))
+    return (U * D[:, None, :]) @ Vt
+
+
+def _read_pair(db: pycolmap.Database, id_a: int, id_b: int) -> tuple | None:
+    """``(H, inlier points in a, inlier points in b)`` of a verified pair, or None."""
+    if not db.exists_two_view_geometry(id_a, id_b):
+        return None
+    geometry = db.read_two_view_geometry(id_a, id_b)
+    H = geometry.H
+    if geometry.inlier_matches.shape[0] < 15 or not np.isfinite(H).all() or not np.abs(H).sum():
+        return None
+    matches = geometry.inlier_matches
+    return H, db.read_keypoints(id_a)[matches[:, 0], :2], db.read_keypoints(id_b)[matches[:, 1], :2]
+
+
+def _rotation_only(database: Path, num_frames: int, width: int, height: int) -> ClipPoses:
+    """Rotation-only poses chained through verified consecutive-frame homographies.
+
+    The focal length comes from verified pairs up to 16 frames apart: their larger rotations
+    determine it far better than consecutive frames do.
+    """
+    db = pycolmap.Database.open(str(database))
+    try:
+        ids = {int(Path(img.name).stem): img.image_id for img in db.read_all_images()}
+        pairs = {}
+        for gap in (1, 2, 4, 8, 16):
+            for t in range(num_frames - gap):
+                pair = _read_pair(db, ids[t], ids[t + gap])
+                if pair is not None:
+                    pairs[t, gap] = pair
+    finally:
+        db.close()
+    run = _longest_run(np.array(sorted(t for t, gap in pairs if gap == 1), int))
+    if len(run) == 0:
+        raise PoseError("rotation: no consecutive frames share a verified homography")
+    frames = np.append(run, run[-1] + 1)
+    in_run = [pair for (t, gap), pair in pairs.items() if t >= run[0] and t + gap <= frames[-1]]
+    f = _focal_from_homographies(in_run, width, height)
+    K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+    relative = {(t - run[0], t + gap - run[0]): _rotation_from_homography(pair[0], K)
+                for (t, gap), pair in pairs.items() if t >= run[0] and t + gap <= frames[-1]}  # fmt: skip
+    c2w = np.tile(np.eye(4), (len(frames), 1, 1))
+    c2w[:, :3, :3] = average_rotations(relative, len(frames)).transpose(0, 2, 1)
+    transfer = [_transfer_errors(pairs[t, 1], K) for t in run]
+    return ClipPoses(
+        K=K,
+        c2w=c2w,
+        frame_ids=frames,
+        method="rotation",
+        points=np.zeros((0, 3)),
+        observations=np.zeros((0, 4)),
+        observation_points=np.zeros(0, np.int64),
+        scale=1.0,
+        stats={
+            "registered_fraction": len(frames) / num_frames,
+            "reprojection_error": float(np.mean(np.concatenate(transfer))),
+            "mean_track_length": 0.0,
+            "num_points": 0,
+        },
+    )
+
+
+def normalise_scale(poses: ClipPoses) -> ClipPoses:
+    """Scale the reconstruction so that the median sparse depth is 1.0."""
+    if len(poses.observations) == 0:
+        return poses
+    factor = 1.0 / float(np.median(poses.observations[:, 3]))
+    c2w = poses.c2w.copy()
+    c2w[:, :3, 3] *= factor
+    observations = poses.observations.copy()
+    observations[:, 3] *= factor
+    poses.c2w, poses.points, poses.observations = c2w, poses.points * factor, observations
+    poses.scale = poses.scale * factor
+    return poses
+
+
+def _acceptable(poses: ClipPoses, config: PoseConfig, num_frames: int) -> str | None:
+    """None when ``poses`` pass the checks, else the reason they do not."""
+    stats = poses.stats
+    if stats["registered_fraction"] < config.min_registered_fraction:
+        return f"{len(poses.frame_ids)}/{num_frames} frames registered in one run"
+    if not stats["reprojection_error"] <= config.max_reprojection_error:
+        return f"reprojection error {stats['reprojection_error']:.2f} px"
+    if poses.method != "rotation" and stats["min_observations_per_frame"] < config.min_observations:
+        return f"a frame observes only {stats['min_observations_per_frame']} sparse points"
+    return None
+
+
+def estimate_poses(
+    frames: np.ndarray, config: PoseConfig | None = None, workdir: Path | None = None
+) -> ClipPoses:
+    """Poses for ``frames`` ``[T, H, W, 3]`` uint8, trying ``config.methods`` in order.
+
+    Raises PoseError with every method's reason when none succeeds.
+    """
+    config = config or PoseConfig()
+    unknown = set(config.methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown pose methods {sorted(unknown)}; choose from {METHODS}")
+    num_frames, height, width = frames.shape[:3]
+    own_dir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="gavs-sfm-")) if own_dir else Path(workdir)
+    try:
+        images, database = root / "images", root / "database.db"
+        if database.exists():
+            database.unlink()
+        _write_frames(frames, images)
+        _extract_and_match(database, images, config)
+        reasons = []
+        for method in config.methods:
+            try:
+                if method == "rotation":
+                    poses = _rotation_only(database, num_frames, width, height)
+                else:
+                    models = _run_mapper(method, database, images, root / method, config)
+                    if not models:
+                        raise PoseError(f"{method}: no model")
+                    best = max(models.values(), key=lambda r: r.num_reg_images())
+                    poses = _from_reconstruction(best, method, num_frames)
+            except PoseError as err:
+                reasons.append(str(err))
+                continue
+            problem = _acceptable(poses, config, num_frames)
+            if problem is None:
+                return normalise_scale(poses)
+            reasons.append(f"{method}: {problem}")
+        raise PoseError("; ".join(reasons))
+    finally:
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)

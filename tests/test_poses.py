@@ -1,0 +1,118 @@
+"""Poses from pycolmap SfM and the rotation-only fallback, checked against ground truth."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.poses import PoseConfig, PoseError, average_rotations, estimate_poses
+from data_prep.synthetic import SyntheticConfig, generate
+from data_prep.video import read_video
+from model.cameras import align_poses, axis_angle_to_matrix, rotation_angle
+
+SHAKY = Path(__file__).resolve().parents[2] / "shared" / "clips" / "small-shaky-5.avi"
+
+
+def pose_errors(estimated: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation error (deg) and centre error (as a fraction of the true path length) after alignment."""
+    est, ref = torch.from_numpy(estimated), torch.from_numpy(truth)
+    s, R, t = align_poses(est, ref)
+    rot = torch.rad2deg(rotation_angle(ref[:, :3, :3].transpose(-1, -2) @ R @ est[:, :3, :3])).numpy()
+    centres = (s * est[:, :3, 3] @ R.T + t).numpy()
+    path = np.linalg.norm(np.diff(truth[:, :3, 3], axis=0), axis=-1).sum()
+    return rot, np.linalg.norm(centres - truth[:, :3, 3], axis=-1) / max(path, 1e-12)
+
+
+@pytest.fixture(scope="module")
+def dolly():
+    return generate(SyntheticConfig(width=256, height=144, num_frames=40, seed=0), progress=False)
+
+
+@pytest.fixture(scope="module")
+def dolly_poses(dolly):
+    return estimate_poses(dolly.frames)
+
+
+def test_sfm_recovers_the_true_path(dolly, dolly_poses):
+    poses = dolly_poses
+    assert poses.method == "global" and len(poses.frame_ids) == 40
+    rot, pos = pose_errors(poses.c2w, dolly.c2w[poses.frame_ids])
+    assert rot.max() < 1.0 and pos.max() < 0.02, (rot.max(), pos.max())
+    assert poses.K[0, 0] == pytest.approx(dolly.K[0, 0], rel=0.03)
+    assert poses.stats["reprojection_error"] < 1.0
+
+
+def test_sparse_depth_matches_true_depth_up_to_the_stored_scale(dolly, dolly_poses):
+    obs = dolly_poses.observations
+    assert len(obs) > 1000 and np.median(obs[:, 3]) == pytest.approx(1.0)  # normalised scale
+    frame = dolly_poses.frame_ids[obs[:, 0].astype(int)]
+    cols = np.clip(obs[:, 1].astype(int), 0, 255)
+    rows = np.clip(obs[:, 2].astype(int), 0, 143)
+    ratio = obs[:, 3] / dolly.depth[frame, rows, cols]
+    # one scale for the whole clip: per-point ratios agree to a few percent
+    assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.03
+    # and the stored scale restores world units: the true path is the SfM path / scale
+    est_len = np.linalg.norm(np.diff(dolly_poses.c2w[:, :3, 3], axis=0), axis=-1).sum() / dolly_poses.scale
+    true_len = np.linalg.norm(np.diff(dolly.c2w[:, :3, 3], axis=0), axis=-1).sum()
+    assert est_len * np.median(1 / ratio) * dolly_poses.scale == pytest.approx(true_len, rel=0.03)
+
+
+def test_pure_rotation_falls_back_to_rotation_only_poses():
+    clip = generate(SyntheticConfig(width=256, height=144, num_frames=24, dolly=0.0, pan=4.0,
+                                    shake_translation=0.0, seed=1), progress=False)  # fmt: skip
+    poses = estimate_poses(clip.frames)
+    assert poses.method == "rotation" and len(poses.frame_ids) == 24
+    rot, _ = pose_errors(poses.c2w, clip.c2w)
+    assert rot.max() < 1.0, rot.max()
+    assert poses.K[0, 0] == pytest.approx(clip.K[0, 0], rel=0.03)
+    assert np.allclose(poses.c2w[:, :3, 3], 0) and len(poses.points) == 0
+
+
+def test_rotation_averaging_is_exact_on_consistent_input():
+    rng = np.random.default_rng(0)
+    W = axis_angle_to_matrix(torch.from_numpy(rng.normal(0, 0.3, (6, 3)))).numpy()
+    W[0] = np.eye(3)
+    relative = {(a, b): W[b] @ W[a].T for a in range(6) for b in range(a + 1, min(a + 3, 6))}
+    assert np.allclose(average_rotations(relative, 6), W, atol=1e-10)
+
+
+def test_poses_are_deterministic():
+    clip = generate(SyntheticConfig(width=192, height=108, num_frames=16, seed=5), progress=False)
+    a, b = estimate_poses(clip.frames), estimate_poses(clip.frames)
+    assert np.array_equal(a.c2w, b.c2w) and np.array_equal(a.observations, b.observations)
+
+
+def test_frames_that_do_not_register_are_trimmed_never_invented(dolly):
+    frames = dolly.frames[:30].copy()
+    frames[25:] = 128  # blank frames at the end: nothing to match
+    poses = estimate_poses(frames, PoseConfig(min_registered_fraction=0.8))
+    assert poses.frame_ids.tolist() == list(range(25))
+    assert poses.stats["registered_fraction"] == pytest.approx(25 / 30)
+    with pytest.raises(PoseError, match="frames registered in one run"):
+        estimate_poses(frames, PoseConfig(min_registered_fraction=0.9, methods=("global",)))
+
+
+def test_unposable_input_names_every_method_that_failed():
+    blank = np.full((12, 96, 128, 3), 90, np.uint8)
+    with pytest.raises(PoseError) as err:
+        estimate_poses(blank)
+    assert all(m in str(err.value) for m in ("global", "incremental", "rotation"))
+    with pytest.raises(ValueError, match="unknown pose methods"):
+        estimate_poses(blank, PoseConfig(methods=("magic",)))
+
+
+@pytest.mark.skipif(not SHAKY.exists(), reason="shared clips not present")
+def test_real_handheld_clip_gets_poses():
+    frames = read_video(SHAKY).frames
+    posed, errors = 0, []
+    for start in range(0, len(frames) - 47, 48):
+        try:
+            poses = estimate_poses(frames[start : start + 48])
+        except PoseError:
+            continue
+        posed += len(poses.frame_ids)
+        errors.append(poses.stats["reprojection_error"])
+    windows = len(frames) // 48
+    assert posed >= 0.9 * windows * 48, posed
+    assert np.mean(errors) < 1.5
