@@ -1,0 +1,138 @@
+"""Schema v1: round trip, validation, deterministic shards, and unreadable shards."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from data_prep.schema import (
+    SCHEMA_VERSION,
+    Cameras,
+    ClipSample,
+    SchemaError,
+    decode,
+    encode,
+    iterate_clips,
+    to_tensors,
+)
+from data_prep.shards import ShardWriter
+from model.cameras import axis_angle_to_matrix, make_pose
+
+
+def make_sample(key="clip_000", frames=5, width=64, height=48, seed=0, priors=True) -> ClipSample:
+    import torch
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    images = np.stack([np.roll(base, i, axis=1) for i in range(frames)])
+    R = axis_angle_to_matrix(torch.from_numpy(rng.normal(0, 0.1, (frames, 3))))
+    c2w = make_pose(R, torch.from_numpy(rng.normal(0, 1, (frames, 3)))).numpy()
+    K = np.array([[50.0, 0, width / 2], [0, 50.0, height / 2], [0, 0, 1]])
+    points = rng.normal(0, 1, (20, 3)).astype(np.float32)
+    obs = np.stack([rng.integers(0, frames, 30), rng.uniform(0, width, 30), rng.uniform(0, height, 30),
+                    rng.uniform(0.5, 2, 30)], -1).astype(np.float32)  # fmt: skip
+    flow = masks = None
+    if priors:
+        flow = {
+            k: rng.normal(0, 2, (frames - 1, height, width, 2)).astype(np.float16)
+            for k in ("forward", "backward")
+        }
+        masks = {"occlusion_forward": rng.random((frames - 1, height, width)) < 0.1,
+                 "occlusion_backward": rng.random((frames - 1, height, width)) < 0.1,
+                 "dynamic": rng.random((frames, height, width)) < 0.05}  # fmt: skip
+    return ClipSample(
+        key=key,
+        frames=images,
+        cameras=Cameras(width, height, 30.0, K, c2w, np.arange(10, 10 + frames), "global", 0.37),
+        points=points,
+        observations=obs,
+        observation_points=rng.integers(0, 20, 30).astype(np.int32),
+        meta={"source": "test.mp4", "sfm": {"reprojection_error": 0.5}},
+        flow=flow,
+        masks=masks,
+    )
+
+
+def test_round_trip_in_memory():
+    sample = make_sample()
+    back = decode(encode(sample))
+    assert back.key == sample.key and back.cameras.pose_method == "global"
+    assert np.array_equal(back.cameras.c2w, sample.cameras.c2w)  # float64 survives exactly
+    assert np.array_equal(back.cameras.frame_ids, sample.cameras.frame_ids)
+    assert np.abs(back.frames.astype(int) - sample.frames.astype(int)).mean() < 3  # JPEG q95
+    assert np.array_equal(back.observations, sample.observations)
+    assert np.array_equal(back.flow["forward"], sample.flow["forward"])
+    for name, mask in sample.masks.items():
+        assert np.array_equal(back.masks[name], mask)
+    assert back.meta["schema_version"] == SCHEMA_VERSION and back.meta["source"] == "test.mp4"
+    tensors = to_tensors(back)
+    assert tensors["frames"].shape == (5, 3, 48, 64) and tensors["K"].shape == (5, 3, 3)
+    assert 0 <= tensors["frames"].min() and tensors["frames"].max() <= 1
+
+
+def test_shards_round_trip_and_are_byte_identical(tmp_path):
+    samples = [make_sample(f"clip_{i:03d}", seed=i, priors=i % 2 == 0) for i in range(5)]
+    for run in ("a", "b"):
+        with ShardWriter(tmp_path / run, max_count=2) as writer:
+            for s in samples:
+                writer.write(encode(s))
+        assert [sh["samples"] for sh in writer.shards] == [2, 2, 1]
+        assert [sh["frames"] for sh in writer.shards] == [10, 10, 5]
+    for name in ("train-000000.tar", "train-000001.tar", "train-000002.tar"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    clips = list(iterate_clips(str(tmp_path / "a" / "train-{000000..000002}.tar")))
+    assert [c.key for c in clips] == [s.key for s in samples]
+    assert clips[1].flow is None and clips[2].masks is not None
+
+
+def test_size_limit_starts_new_shards(tmp_path):
+    with ShardWriter(tmp_path, max_count=100, max_bytes=30_000) as writer:
+        for i in range(4):
+            writer.write(encode(make_sample(f"c{i}", seed=i)))
+    assert len(writer.shards) > 1 and all(sh["samples"] >= 1 for sh in writer.shards)
+
+
+def test_failed_writing_leaves_no_partial_shard(tmp_path):
+    with pytest.raises(RuntimeError), ShardWriter(tmp_path, max_count=2) as writer:
+        for i in range(3):
+            writer.write(encode(make_sample(f"c{i}", seed=i)))
+        raise RuntimeError("worker died")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar"]  # the finished one
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.pop("cameras.json"), "missing field 'cameras.json'"),
+        (lambda f: f.update({"meta.json": json.dumps({"schema_version": 2}).encode()}), "schema version 2"),
+        (lambda f: f.update({"0002.jpg": b"not a jpeg"}), "frame 0002.jpg does not decode"),
+        (lambda f: f.update({"points.npz": b"junk"}), "points.npz: not a readable .npz"),
+        (lambda f: [f.pop(k) for k in ("0003.jpg", "0004.jpg")], "c2w has shape (5, 4, 4) for 3 frames"),
+    ],
+)
+def test_bad_samples_get_one_clear_error(mutate, message):
+    fields = encode(make_sample())
+    mutate(fields)
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        decode(fields)
+
+
+def test_invalid_samples_are_refused_at_write():
+    sample = make_sample(key="has.dot")
+    with pytest.raises(SchemaError, match="no dots"):
+        encode(sample)
+    sample = make_sample()
+    sample.cameras.c2w[0, :3, :3] *= 2
+    with pytest.raises(SchemaError, match="orthonormal"):
+        encode(sample)
+
+
+def test_truncated_shard_is_reported(tmp_path):
+    with ShardWriter(tmp_path, max_count=10) as writer:
+        for i in range(3):
+            writer.write(encode(make_sample(f"c{i}", seed=i)))
+    shard = tmp_path / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(SchemaError, match=r"train-000000\.tar"):
+        list(iterate_clips(str(shard)))
