@@ -19,7 +19,7 @@ Added here:
     - sharpness: variance of the Laplacian of the output over that of the input, on the
       regions the two frames share (median over frames);
     - geometry consistency: median Sampson distance (px) of matches between nearby output
-      frames under given camera poses.
+      frames under given camera poses (transfer error where a pair has no baseline).
 
 Pairs that cannot be matched are counted, never fatal: a failed frame-to-frame step counts as
 no motion in the path, and a failed input->output pair is left out of C, D and sharpness.
@@ -32,10 +32,12 @@ from itertools import pairwise
 
 import cv2
 import numpy as np
+import torch
 from scipy.ndimage import gaussian_filter1d
 from tqdm import tqdm
 
 from infer.matching import Features, fit_homography, fit_similarity, homography, match, sift_features, to_gray
+from model.cameras import epipolar_residual, relative_pose
 
 REFERENCE_WIDTH = 640  # jitter is reported in pixels of a frame scaled to this width
 JITTER_SIGMA_S = 0.5  # the high-pass removes a Gaussian-smoothed path of this sigma, in seconds
@@ -262,48 +264,20 @@ def sharpness_ratio(
     return float(np.median(ratios)) if ratios else float("nan")
 
 
-def sampson_distances(pts_a: np.ndarray, pts_b: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """First-order geometric error (px) of correspondences under fundamental matrix ``F`` (b^T F a = 0)."""
-    a = np.concatenate([pts_a, np.ones((len(pts_a), 1))], -1)
-    b = np.concatenate([pts_b, np.ones((len(pts_b), 1))], -1)
-    Fa, Ftb = a @ F.T, b @ F
-    numerator = np.einsum("ij,ij->i", b, Fa) ** 2
-    denominator = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
-    return np.sqrt(numerator / np.maximum(denominator, 1e-12))
-
-
-def fundamental_from_poses(
-    K_a: np.ndarray, K_b: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray
-) -> np.ndarray:
-    """F with ``x_b^T F x_a = 0`` for cameras a and b (OpenCV axes, our pixel convention)."""
-    relative = np.linalg.inv(c2w_b) @ c2w_a  # camera a's frame -> camera b's frame
-    R, t = relative[:3, :3], relative[:3, 3]
-    t = t / max(np.linalg.norm(t), 1e-12)
-    t_cross = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    return np.linalg.inv(K_b).T @ (t_cross @ R) @ np.linalg.inv(K_a)
-
-
 def geometry_consistency(features: list[Features], K: np.ndarray, c2w: np.ndarray) -> float:
-    """Median Sampson distance (px) of matches between output frames 1-3 apart under the poses.
-
-    For a pair whose cameras barely translate, the epipolar geometry is undefined; the
-    rotation-only homography's transfer error is used there instead.
-    """
-    Ks = np.broadcast_to(K, (len(features), 3, 3))
+    """Median epipolar residual (px) of matches between output frames 1-3 apart under the poses."""
+    Ks = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(K, (len(features), 3, 3)), np.float64))
+    poses = torch.from_numpy(np.asarray(c2w, np.float64))
     errors = []
     for gap in SAMPSON_GAPS:
         for t in range(len(features) - gap):
             pts_a, pts_b = match(features[t], features[t + gap])
             if len(pts_a) <= 10:
                 continue
-            relative = np.linalg.inv(c2w[t + gap]) @ c2w[t]
-            if np.linalg.norm(relative[:3, 3]) < 1e-6:
-                H = Ks[t + gap] @ relative[:3, :3] @ np.linalg.inv(Ks[t])
-                mapped = np.concatenate([pts_a, np.ones((len(pts_a), 1))], -1) @ H.T
-                errors.append(np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - pts_b, axis=-1))
-            else:
-                F = fundamental_from_poses(Ks[t], Ks[t + gap], c2w[t], c2w[t + gap])
-                errors.append(sampson_distances(pts_a, pts_b, F))
+            a_to_b = relative_pose(poses[t], poses[t + gap])
+            residual = epipolar_residual(torch.from_numpy(pts_a).double(), torch.from_numpy(pts_b).double(),
+                                         Ks[t], Ks[t + gap], a_to_b)  # fmt: skip
+            errors.append(residual.numpy())
     return float(np.median(np.concatenate(errors))) if errors else float("nan")
 
 

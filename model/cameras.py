@@ -295,3 +295,31 @@ def align_poses(c2w: Tensor, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]
     a, b = (src - src.mean(0)) @ R.T, dst - dst.mean(0)
     s = (a * b).sum() / a.square().sum().clamp(min=1e-12)
     return s, R, dst.mean(0) - s * R @ src.mean(0)
+
+
+def _cross_matrix(v: Tensor) -> Tensor:
+    zero = torch.zeros_like(v[..., 0])
+    x, y, z = v.unbind(-1)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*v.shape[:-1], 3, 3)
+
+
+def epipolar_residual(pts_a: Tensor, pts_b: Tensor, K_a: Tensor, K_b: Tensor, a_to_b: Tensor) -> Tensor:
+    """Per-correspondence distance (px) from what the relative pose ``a_to_b`` allows.
+
+    ``pts_a``, ``pts_b`` are ``[N, 2]`` pixels; ``a_to_b`` maps camera a's frame to camera b's.
+    With a baseline this is the Sampson distance under ``F = K_b^-T [t]x R K_a^-1``; without
+    one (pure rotation, where F vanishes) it is the transfer error of the homography
+    ``K_b R K_a^-1``.
+    """
+    R, t = a_to_b[:3, :3], a_to_b[:3, 3]
+    ones = torch.ones_like(pts_a[:, :1])
+    a = torch.cat([pts_a, ones], -1)
+    b = torch.cat([pts_b, ones], -1)
+    if torch.linalg.norm(t) < 1e-9:
+        mapped = a @ (K_b @ R @ torch.linalg.inv(K_a)).T
+        return torch.linalg.norm(mapped[:, :2] / mapped[:, 2:] - pts_b, dim=-1)
+    F = torch.linalg.inv(K_b).T @ _cross_matrix(t / torch.linalg.norm(t)) @ R @ torch.linalg.inv(K_a)
+    Fa, Ftb = a @ F.T, b @ F
+    numerator = (b * Fa).sum(-1) ** 2
+    denominator = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
+    return torch.sqrt(numerator / denominator.clamp(min=1e-12))

@@ -155,3 +155,22 @@ def test_look_at_is_opencv():
     in_cam = cam.transform_points(cam.invert_pose(c2w), target[None])
     assert torch.allclose(in_cam[0, :2], torch.zeros(2, dtype=F64), atol=1e-12)
     assert in_cam[0, 2] > 0
+
+
+def test_epipolar_residual_is_zero_for_true_correspondences():
+    K = cam.make_intrinsics(100.0, 100.0, 64.0, 48.0)
+    points = torch.randn(50, 3, dtype=F64) + torch.tensor([0.0, 0.0, 5.0], dtype=F64)
+    a_to_b = cam.make_pose(cam.axis_angle_to_matrix(torch.tensor([0.02, -0.05, 0.01], dtype=F64)),
+                           torch.tensor([0.3, 0.05, 0.0], dtype=F64))  # fmt: skip
+    uv_a, _ = cam.project(points, K)
+    uv_b, _ = cam.project(cam.transform_points(a_to_b, points), K)
+    assert cam.epipolar_residual(uv_a, uv_b, K, K, a_to_b).max() < 1e-9
+    # moving the match off its epipolar line shows up; moving it along the line would not
+    off = cam.epipolar_residual(uv_a, uv_b + torch.tensor([0.0, 3.0], dtype=F64), K, K, a_to_b)
+    assert off.median() > 1.0
+    # no baseline: the rotation homography's transfer error, in pixels
+    rotation = a_to_b.clone()
+    rotation[:3, 3] = 0
+    uv_r, _ = cam.project(cam.transform_points(rotation, points), K)
+    shifted = cam.epipolar_residual(uv_a, uv_r + torch.tensor([2.0, 0.0], dtype=F64), K, K, rotation)
+    assert torch.allclose(shifted, torch.full_like(shifted, 2.0), atol=1e-9)

@@ -82,12 +82,14 @@ def test_shake_is_what_was_asked_for(clip):
 
 
 def test_moving_object_is_masked_and_moves():
-    moving = generate(
-        SyntheticConfig(width=96, height=64, num_frames=4, moving_object=True, seed=1), progress=False
-    )
+    # a still camera, so the mask's motion in the image is the object's own
+    config = SyntheticConfig(width=96, height=64, num_frames=8, moving_object=True, dolly=0.0, pan=0.0,
+                             shake_rotation_deg=0.0, shake_translation=0.0, seed=1)  # fmt: skip
+    moving = generate(config, progress=False)
     assert moving.dynamic_mask.any(axis=(1, 2)).all()
     cols = [np.nonzero(m.any(0))[0].mean() for m in moving.dynamic_mask]
-    assert cols[-1] - cols[0] > 5  # it crosses the view, left to right
+    rows = [np.nonzero(m.any(1))[0].mean() for m in moving.dynamic_mask]
+    assert cols[-1] - cols[0] > 5 and rows[-1] < rows[0]  # it drifts right and rises
     static = generate(SyntheticConfig(width=96, height=64, num_frames=4, seed=1), progress=False)
     assert not static.dynamic_mask.any()
 
