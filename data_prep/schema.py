@@ -7,7 +7,8 @@ One WebDataset sample per clip; the sample key has no dots. Fields:
                    OpenCV axes, float64), frame_ids (source frame indices), pose_method, scale
     points.npz     points [P, 3] float32; observations [M, 4] float32 (frame, u, v, z-depth);
                    observation_points [M] int32
-    flow.npz       optional: forward, backward [T-1, H, W, 2] float16 (px)
+    flow.npz       optional: forward, backward [T-1, H, W, 2] int16 in units of ``step``
+                   (1/8 px; decoded to float32 px)
     masks.npz      optional: occlusion_forward, occlusion_backward [T-1, H, W] and
                    dynamic [T, H, W], bit-packed along the last axis
     meta.json      schema_version, source, provenance, pose statistics
@@ -41,6 +42,7 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 FRAME_FIELD = re.compile(r"^(\d{4})\.jpg$")
 MASK_NAMES = ("occlusion_forward", "occlusion_backward", "dynamic")
 FLOW_NAMES = ("forward", "backward")
+FLOW_STEP = 0.125  # px: flow is stored as int16 multiples of this (9x smaller than float16)
 
 
 class SchemaError(ValueError):
@@ -126,7 +128,12 @@ def encode(sample: ClipSample) -> dict[str, bytes | str]:
         "observation_points": sample.observation_points.astype(np.int32),
     })  # fmt: skip
     if sample.flow is not None:
-        fields["flow.npz"] = _npz_bytes({k: v.astype(np.float16) for k, v in sample.flow.items()})
+        limit = np.iinfo(np.int16).max
+        quantised = {
+            k: np.clip(np.round(v / FLOW_STEP), -limit, limit).astype(np.int16)
+            for k, v in sample.flow.items()
+        }
+        fields["flow.npz"] = _npz_bytes({**quantised, "step": np.array(FLOW_STEP, np.float32)})
     if sample.masks is not None:
         packed = {k: np.packbits(v.astype(bool), axis=-1) for k, v in sample.masks.items()}
         fields["masks.npz"] = _npz_bytes(packed)
@@ -175,7 +182,11 @@ def decode(raw: dict[str, bytes]) -> ClipSample:
     except KeyError as err:
         raise SchemaError(f"{where}: cameras.json lacks {err}") from err
     points = _load_npz(_field(raw, "points.npz", where), f"{where}/points.npz")
-    flow = _load_npz(raw["flow.npz"], f"{where}/flow.npz") if "flow.npz" in raw else None
+    flow = None
+    if "flow.npz" in raw:
+        stored = _load_npz(raw["flow.npz"], f"{where}/flow.npz")
+        step = float(np.asarray(stored.pop("step", FLOW_STEP)).reshape(-1)[0])
+        flow = {k: v.astype(np.float32) * step for k, v in stored.items()}
     masks = None
     if "masks.npz" in raw:
         width = cameras.width

@@ -62,7 +62,8 @@ def test_round_trip_in_memory():
     assert np.array_equal(back.cameras.frame_ids, sample.cameras.frame_ids)
     assert np.abs(back.frames.astype(int) - sample.frames.astype(int)).mean() < 3  # JPEG q95
     assert np.array_equal(back.observations, sample.observations)
-    assert np.array_equal(back.flow["forward"], sample.flow["forward"])
+    # flow is quantised to 1/8 px
+    assert np.abs(back.flow["forward"] - sample.flow["forward"].astype(np.float32)).max() <= 1 / 16 + 1e-6
     for name, mask in sample.masks.items():
         assert np.array_equal(back.masks[name], mask)
     assert back.meta["schema_version"] == SCHEMA_VERSION and back.meta["source"] == "test.mp4"

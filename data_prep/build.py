@@ -1,0 +1,239 @@
+"""``gavs-prep build``: videos -> shots -> clip windows -> poses -> priors -> shards + manifest.
+
+Work is per clip, spread over processes. Each finished clip is cached as a one-sample tar
+(or a rejection note) under ``OUT/.cache/<config hash>/``, so a rerun skips finished clips.
+Shards are then assembled from the cache in a fixed order, so the same inputs and config give
+byte-identical shards however the work was split or interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from data_prep.ingest import expand_inputs, ingest
+from data_prep.poses import PoseConfig, PoseError, estimate_poses
+from data_prep.priors import PriorConfig, compute_priors
+from data_prep.schema import SCHEMA_VERSION, Cameras, ClipSample, encode
+from data_prep.shards import ShardWriter
+from data_prep.shots import clip_windows, detect_shots
+from data_prep.video import VideoError
+
+log = logging.getLogger("gavs.prep")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class PrepConfig:
+    fps: float | None = None  # None keeps the source rate
+    max_side: int = 320  # working resolution: the longer side, in pixels
+    clip_length: int = 48
+    clip_stride: int = 48
+    split: str = "train"
+    shard_max_clips: int = 64
+    shard_max_bytes: float = 1e9
+    workers: int = 1
+    poses: PoseConfig = field(default_factory=PoseConfig)
+    priors: PriorConfig = field(default_factory=PriorConfig)
+
+
+class BuildError(RuntimeError):
+    """Nothing could be built; the message says why."""
+
+
+@dataclass
+class ClipJob:
+    key: str
+    source: str
+    start: int
+    frames: np.ndarray
+    fps: float
+    source_indices: np.ndarray
+    timestamps: np.ndarray
+    source_size: tuple[int, int]
+
+
+def config_hash(config: PrepConfig) -> str:
+    """Hash of everything that changes a clip's content (not how the work is split)."""
+    relevant = {
+        k: v for k, v in asdict(config).items() if k not in {"workers", "shard_max_clips", "shard_max_bytes"}
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def clip_key(source: Path, start: int) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", source.stem).strip("-") or "video"
+    return f"{stem}_{start:06d}"
+
+
+def _process_clip(job: ClipJob, config: PrepConfig, cache: Path) -> None:
+    """Pose, prior and encode one clip; leave ``KEY.tar`` or ``KEY.rejected.json`` in ``cache``."""
+    try:
+        poses = estimate_poses(job.frames, config.poses)
+    except PoseError as err:
+        _write_atomic(cache / f"{job.key}.rejected.json",
+                      json.dumps({"source": job.source, "clip": job.key, "reason": f"poses: {err}"}).encode())  # fmt: skip
+        return
+    frames = job.frames[poses.frame_ids]
+    flow = masks = None
+    if config.priors.flow and len(frames) > 1:
+        flow, masks = compute_priors(frames, poses.K, poses.c2w, config.priors)
+    height, width = frames.shape[1:3]
+    source_ids = job.source_indices[job.start + poses.frame_ids]
+    sample = ClipSample(
+        key=job.key,
+        frames=frames,
+        cameras=Cameras(width, height, job.fps, poses.K, poses.c2w, source_ids, poses.method, poses.scale),
+        points=poses.points,
+        observations=poses.observations,
+        observation_points=poses.observation_points,
+        meta={
+            "source": job.source,
+            "source_size": list(job.source_size),
+            "clip_start": job.start,
+            "source_frame_indices": [int(i) for i in source_ids],
+            "timestamps": [round(float(t), 6) for t in job.timestamps[job.start + poses.frame_ids]],
+            "poses": {
+                k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in poses.stats.items()
+            },
+        },
+        flow=flow,
+        masks=masks,
+    )
+    buffer = io.BytesIO()
+    with wds.TarWriter(buffer, encoder=False, mtime=0.0) as writer:
+        writer.write(encode(sample))
+    _write_atomic(cache / f"{job.key}.tar", buffer.getvalue())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _read_cached(path: Path) -> dict[str, bytes]:
+    """The raw fields of a cached one-sample tar, ready to write into a shard."""
+    fields: dict[str, bytes] = {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            key, _, name = member.name.partition(".")
+            fields["__key__"] = key
+            fields[name] = tar.extractfile(member).read()
+    return fields
+
+
+def _versions() -> dict[str, str]:
+    names = ["gavs", "pycolmap", "opencv-python-headless", "numpy", "torch", "webdataset", "av"]
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def plan_jobs(videos: list[Path], config: PrepConfig, rejected: list[dict]) -> list[ClipJob]:
+    """Decode every video and cut it into clip windows inside shots; record what cannot be used."""
+    jobs = []
+    for video in videos:
+        try:
+            ingested = ingest(video, fps=config.fps, max_side=config.max_side)
+        except VideoError as err:
+            rejected.append({"source": str(video), "clip": None, "reason": f"video: {err}"})
+            log.warning("skipping %s", err)
+            continue
+        shots = detect_shots(ingested.frames)
+        windows = clip_windows(shots, config.clip_length, config.clip_stride)
+        if not windows:
+            longest = max(end - start for start, end in shots)
+            reason = f"no shot is as long as a clip ({longest} < {config.clip_length} frames)"
+            rejected.append({"source": str(video), "clip": None, "reason": reason})
+            log.warning("skipping %s: %s", video, reason)
+            continue
+        for start, end in windows:
+            jobs.append(ClipJob(clip_key(video, start), str(video), start, ingested.frames[start:end], ingested.fps,
+                                ingested.source_indices, ingested.timestamps, ingested.source_size))  # fmt: skip
+    keys = [job.key for job in jobs]
+    if len(set(keys)) != len(keys):
+        raise BuildError("two input videos share a file name; clip keys would collide, rename one")
+    return jobs
+
+
+def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: bool | None = None) -> dict:
+    """Run the whole pipeline; returns the manifest (also written to ``OUT/manifest.json``)."""
+    out = Path(out)
+    videos = expand_inputs(inputs)
+    rejected: list[dict] = []
+    jobs = plan_jobs(videos, config, rejected)
+    if not jobs:
+        reasons = "; ".join(r["reason"] for r in rejected) or "no input"
+        raise BuildError(f"no clips to build from {inputs}: {reasons}")
+
+    cache = out / ".cache" / config_hash(config)
+    cache.mkdir(parents=True, exist_ok=True)
+    todo = [job for job in jobs if not (cache / f"{job.key}.tar").exists()
+            and not (cache / f"{job.key}.rejected.json").exists()]  # fmt: skip
+    log.info("%d clips, %d already done", len(jobs), len(jobs) - len(todo))
+    bar = tqdm(total=len(todo), desc="clips", unit="clip", disable=None if progress is None else not progress)
+    if config.workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(config.workers) as pool:
+            for future in [pool.submit(_process_clip, job, config, cache) for job in todo]:
+                future.result()
+                bar.update()
+    else:
+        for job in todo:
+            _process_clip(job, config, cache)
+            bar.update()
+    bar.close()
+
+    methods: dict[str, int] = {}
+    with ShardWriter(out, config.split, config.shard_max_clips, config.shard_max_bytes) as writer:
+        for job in jobs:
+            note = cache / f"{job.key}.rejected.json"
+            if note.exists():
+                rejected.append(json.loads(note.read_text()))
+                continue
+            fields = _read_cached(cache / f"{job.key}.tar")
+            method = json.loads(fields["cameras.json"])["pose_method"]
+            methods[method] = methods.get(method, 0) + 1
+            writer.write(fields)
+    shards = writer.shards
+    for stale in out.glob(f"{config.split}-*.tar"):
+        if stale.name not in {s["name"] for s in shards}:
+            stale.unlink()
+    if not shards:
+        raise BuildError(f"no clip got poses: {'; '.join(r['reason'] for r in rejected)}")
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "split": config.split,
+        "shards": shards,
+        "totals": {
+            "videos": len(videos),
+            "clips": sum(s["samples"] for s in shards),
+            "frames": sum(s["frames"] for s in shards),
+            "bytes": sum(s["bytes"] for s in shards),
+            "rejected": len(rejected),
+        },
+        "pose_methods": methods,
+        "rejected": rejected,
+        "config": OmegaConf.to_container(OmegaConf.structured(config)),
+        "versions": _versions(),
+    }
+    _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return manifest
