@@ -85,8 +85,8 @@ def _process_clip(job: ClipJob, config: PrepConfig, cache: Path) -> None:
     try:
         poses = estimate_poses(job.frames, config.poses)
     except PoseError as err:
-        _write_atomic(cache / f"{job.key}.rejected.json",
-                      json.dumps({"source": job.source, "clip": job.key, "reason": f"poses: {err}"}).encode())  # fmt: skip
+        note = {"source": job.source, "clip": job.key, "reason": f"poses: {err}"}
+        _write_atomic(cache / f"{job.key}.rejected.json", json.dumps(note).encode())
         return
     frames = job.frames[poses.frame_ids]
     flow = masks = None
@@ -167,8 +167,10 @@ def plan_jobs(videos: list[Path], config: PrepConfig, rejected: list[dict]) -> l
             log.warning("skipping %s: %s", video, reason)
             continue
         for start, end in windows:
-            jobs.append(ClipJob(clip_key(video, start), str(video), start, ingested.frames[start:end], ingested.fps,
-                                ingested.source_indices, ingested.timestamps, ingested.source_size))  # fmt: skip
+            jobs.append(
+                ClipJob(clip_key(video, start), str(video), start, ingested.frames[start:end], ingested.fps,
+                        ingested.source_indices, ingested.timestamps, ingested.source_size)
+            )  # fmt: skip
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         raise BuildError("two input videos share a file name; clip keys would collide, rename one")

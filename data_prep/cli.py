@@ -23,8 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    b = commands.add_parser("build", help="videos -> shots -> clips -> poses -> priors -> shards",
-                            description="Build WebDataset shards of posed clips. Reruns skip finished clips.")  # fmt: skip
+    b = commands.add_parser(
+        "build",
+        help="videos -> shots -> clips -> poses -> priors -> shards",
+        description="Build WebDataset shards of posed clips; reruns skip finished clips.",
+    )
     b.add_argument("--input", required=True, help="a folder, a glob pattern, or a .txt list of videos")
     b.add_argument("--out", required=True, type=Path, help="output folder for shards and manifest.json")
     b.add_argument("--config", type=Path, help=f"YAML preset (default: {DEFAULT_PRESET.name} when present)")

@@ -43,15 +43,15 @@ def contact_sheet(sample: ClipSample) -> np.ndarray:
         tile = np.ascontiguousarray(sample.frames[t])
         K = sample.cameras.per_frame_K()[t]
         w2c = np.linalg.inv(sample.cameras.c2w[t])
-        for obs, point_index in zip(sample.observations[frame_of == t], sample.observation_points[frame_of == t],
-                                    strict=True):  # fmt: skip
+        here = frame_of == t
+        for obs, point_index in zip(sample.observations[here], sample.observation_points[here], strict=True):
             cam = w2c[:3, :3] @ sample.points[point_index] + w2c[:3, 3]
             u, v = (K @ cam)[:2] / cam[2]
             # pixel centres sit at half-integers; OpenCV draws at integer centres
-            cv2.circle(tile, (int(round(u - 0.5)), int(round(v - 0.5))), 3, (0, 255, 0), 1, cv2.LINE_AA)
-            cv2.circle(tile, (int(round(obs[1] - 0.5)), int(round(obs[2] - 0.5))), 1, (255, 0, 0), -1)
-        cv2.putText(tile, f"{sample.key} #{t} {sample.cameras.pose_method}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4, (255, 255, 0), 1, cv2.LINE_AA)  # fmt: skip
+            cv2.circle(tile, (int(round(u - 0.5)), int(round(v - 0.5))), 3, (0, 255, 0), 1, cv2.LINE_AA)  # noqa: RUF046
+            cv2.circle(tile, (int(round(obs[1] - 0.5)), int(round(obs[2] - 0.5))), 1, (255, 0, 0), -1)  # noqa: RUF046
+        label = f"{sample.key} #{t} {sample.cameras.pose_method}"
+        cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
         tiles.append(tile)
     return np.concatenate(tiles, axis=1)
 
