@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import re
 import tarfile
@@ -85,7 +86,7 @@ def _process_clip(job: ClipJob, config: PrepConfig, cache: Path) -> None:
     try:
         poses = estimate_poses(job.frames, config.poses)
     except PoseError as err:
-        note = {"source": job.source, "clip": job.key, "reason": f"poses: {err}"}
+        note = {"source": job.source, "clip": job.key, "reason": f"{job.key}: poses: {err}"}
         _write_atomic(cache / f"{job.key}.rejected.json", json.dumps(note).encode())
         return
     frames = job.frames[poses.frame_ids]
@@ -162,9 +163,9 @@ def plan_jobs(videos: list[Path], config: PrepConfig, rejected: list[dict]) -> l
         windows = clip_windows(shots, config.clip_length, config.clip_stride)
         if not windows:
             longest = max(end - start for start, end in shots)
-            reason = f"no shot is as long as a clip ({longest} < {config.clip_length} frames)"
+            reason = f"{video}: no shot is as long as a clip ({longest} < {config.clip_length} frames)"
             rejected.append({"source": str(video), "clip": None, "reason": reason})
-            log.warning("skipping %s: %s", video, reason)
+            log.warning("skipping %s", reason)
             continue
         for start, end in windows:
             jobs.append(
@@ -194,7 +195,9 @@ def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: boo
     log.info("%d clips, %d already done", len(jobs), len(jobs) - len(todo))
     bar = tqdm(total=len(todo), desc="clips", unit="clip", disable=None if progress is None else not progress)
     if config.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(config.workers) as pool:
+        # spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
+        # deadlock the children
+        with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for future in [pool.submit(_process_clip, job, config, cache) for job in todo]:
                 future.result()
                 bar.update()
