@@ -207,14 +207,22 @@ def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: boo
             bar.update()
     bar.close()
 
-    methods: dict[str, int] = {}
-    with ShardWriter(out, config.split, config.shard_max_clips, config.shard_max_bytes) as writer:
+    def cached_samples():
         for job in jobs:
             note = cache / f"{job.key}.rejected.json"
             if note.exists():
                 rejected.append(json.loads(note.read_text()))
-                continue
-            fields = _read_cached(cache / f"{job.key}.tar")
+            else:
+                yield _read_cached(cache / f"{job.key}.tar")
+
+    return write_dataset(out, config, cached_samples(), rejected, {"videos": len(videos)})
+
+
+def write_dataset(out: Path, config: PrepConfig, samples, rejected: list[dict], totals: dict) -> dict:
+    """Shard encoded samples (in the order given), drop stale shards, write ``manifest.json``."""
+    methods: dict[str, int] = {}
+    with ShardWriter(out, config.split, config.shard_max_clips, config.shard_max_bytes) as writer:
+        for fields in samples:
             method = json.loads(fields["cameras.json"])["pose_method"]
             methods[method] = methods.get(method, 0) + 1
             writer.write(fields)
@@ -223,13 +231,13 @@ def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: boo
         if stale.name not in {s["name"] for s in shards}:
             stale.unlink()
     if not shards:
-        raise BuildError(f"no clip got poses: {'; '.join(r['reason'] for r in rejected)}")
+        raise BuildError(f"no clip could be made: {'; '.join(r['reason'] for r in rejected) or 'no input'}")
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "split": config.split,
         "shards": shards,
         "totals": {
-            "videos": len(videos),
+            **totals,
             "clips": sum(s["samples"] for s in shards),
             "frames": sum(s["frames"] for s in shards),
             "bytes": sum(s["bytes"] for s in shards),

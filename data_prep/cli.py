@@ -10,11 +10,18 @@ from pathlib import Path
 
 from data_prep.build import BuildError, PrepConfig, build
 from data_prep.config import ConfigError, config_yaml, load_config
+from data_prep.importers import ImportFormatError, import_sequences, read_colmap, read_re10k, read_transforms
 from data_prep.schema import SchemaError
 from data_prep.verify import verify
 from data_prep.video import VideoError
 
 DEFAULT_PRESET = Path(__file__).resolve().parents[1] / "configs" / "prep" / "default.yaml"
+
+
+def _write_config(out: Path, config: PrepConfig) -> None:
+    tmp = out / ".config.yaml.partial"
+    tmp.write_text(config_yaml(config))
+    os.replace(tmp, out / "config.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +44,25 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="config overrides such as clip_length=32 poses.methods=[global]"
     )
 
+    i = commands.add_parser(
+        "import", help="shards from already-posed data (RealEstate10K, COLMAP, transforms.json)"
+    )
+    formats = i.add_subparsers(dest="format", required=True)
+    re10k = formats.add_parser("re10k", help="RealEstate10K camera files with extracted frames")
+    re10k.add_argument("--cameras", required=True, type=Path, help="a camera .txt file, or a folder of them")
+    re10k.add_argument(
+        "--frames", required=True, type=Path, help="folder with one subfolder of frames per file"
+    )
+    colmap = formats.add_parser("colmap", help="a COLMAP model folder (pinhole cameras)")
+    colmap.add_argument("--model", required=True, type=Path, help="folder with cameras/images/points3D")
+    colmap.add_argument("--images", required=True, type=Path, help="the model's image folder")
+    transforms = formats.add_parser("transforms", help="a nerfstudio/Blender transforms.json")
+    transforms.add_argument("--json", required=True, type=Path, help="the transforms.json")
+    for sub in (re10k, colmap, transforms):
+        sub.add_argument("--out", required=True, type=Path, help="output folder for shards and manifest.json")
+        sub.add_argument("--config", type=Path, help="YAML preset")
+        sub.add_argument("overrides", nargs="*", help="config overrides, e.g. clip_length=32 fps=30")
+
     v = commands.add_parser("verify", help="re-read every shard, check schema and stats, draw contact sheets")
     v.add_argument("dir", type=Path, help="a folder written by gavs-prep build")
     v.add_argument("--every", type=int, default=8, help="one contact sheet per this many clips")
@@ -50,9 +76,24 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(PrepConfig, preset, overrides)
             args.out.mkdir(parents=True, exist_ok=True)
             manifest = build(args.input, args.out, config, progress=False if args.quiet else None)
-            tmp = args.out / ".config.yaml.partial"
-            tmp.write_text(config_yaml(config))
-            os.replace(tmp, args.out / "config.yaml")
+            _write_config(args.out, config)
+            totals = manifest["totals"]
+            print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
+                  f"{totals['rejected']} rejected; manifest: {args.out / 'manifest.json'}")  # fmt: skip
+        elif args.command == "import":
+            preset = args.config or (DEFAULT_PRESET if DEFAULT_PRESET.is_file() else None)
+            config = load_config(PrepConfig, preset, list(args.overrides))
+            fps = config.fps or 30.0
+            if args.format == "re10k":
+                files = sorted(args.cameras.glob("*.txt")) if args.cameras.is_dir() else [args.cameras]
+                sequences = [read_re10k(f, args.frames) for f in files]
+            elif args.format == "colmap":
+                sequences = [read_colmap(args.model, args.images, fps)]
+            else:
+                sequences = [read_transforms(args.json, fps)]
+            args.out.mkdir(parents=True, exist_ok=True)
+            manifest = import_sequences(sequences, args.out, config)
+            _write_config(args.out, config)
             totals = manifest["totals"]
             print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
                   f"{totals['rejected']} rejected; manifest: {args.out / 'manifest.json'}")  # fmt: skip
@@ -61,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ok: {report['clips']} clips, {report['frames']} frames, "
                   f"mean reprojection error {report['reprojection_error']:.3f} px; "
                   f"{len(report['contact_sheets'])} contact sheets in {args.dir}")  # fmt: skip
-    except (BuildError, ConfigError, SchemaError, VideoError) as err:
+    except (BuildError, ConfigError, ImportFormatError, SchemaError, VideoError) as err:
         print(f"gavs-prep: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -121,8 +121,17 @@ def _longest_run(indices: np.ndarray) -> np.ndarray:
     return max(runs, key=len)
 
 
-def _from_reconstruction(rec: pycolmap.Reconstruction, method: str, num_frames: int) -> ClipPoses:
-    by_frame = {int(Path(img.name).stem): img for img in rec.images.values() if img.has_pose}
+def from_reconstruction(rec: pycolmap.Reconstruction, method: str, names: list[str]) -> ClipPoses:
+    """Poses, sparse points and observations of the frames ``names`` (in order) from a model.
+
+    Keeps the longest run of consecutive frames that have a pose.
+    """
+    index_of = {name: i for i, name in enumerate(names)}
+    num_frames = len(names)
+    posed = [img for img in rec.images.values() if img.has_pose and img.name in index_of]
+    by_frame = {index_of[img.name]: img for img in posed}
+    if not by_frame:
+        raise PoseError(f"{method}: no frame has a pose")
     kept = _longest_run(np.array(sorted(by_frame), int))
     images = [by_frame[i] for i in kept]
     camera = rec.cameras[images[0].camera_id]
@@ -346,7 +355,7 @@ def estimate_poses(
         images, database = root / "images", root / "database.db"
         if database.exists():
             database.unlink()
-        _write_frames(frames, images)
+        names = _write_frames(frames, images)
         _extract_and_match(database, images, config)
         reasons = []
         for method in config.methods:
@@ -358,7 +367,7 @@ def estimate_poses(
                     if not models:
                         raise PoseError(f"{method}: no model")
                     best = max(models.values(), key=lambda r: r.num_reg_images())
-                    poses = _from_reconstruction(best, method, num_frames)
+                    poses = from_reconstruction(best, method, names)
             except PoseError as err:
                 reasons.append(str(err))
                 continue
