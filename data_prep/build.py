@@ -178,10 +178,18 @@ def plan_jobs(videos: list[Path], config: PrepConfig, rejected: list[dict]) -> l
     return jobs
 
 
-def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: bool | None = None) -> dict:
-    """Run the whole pipeline; returns the manifest (also written to ``OUT/manifest.json``)."""
+def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: bool | None = None,
+          part: tuple[int, int] | None = None) -> dict:  # fmt: skip
+    """Run the whole pipeline; returns the manifest (also written to ``OUT/manifest.json``).
+
+    ``part=(k, n)`` builds only every n-th input video starting at the k-th, for array jobs.
+    """
     out = Path(out)
     videos = expand_inputs(inputs)
+    if part is not None:
+        videos = videos[part[0] :: part[1]]
+        if not videos:
+            raise BuildError(f"slice {part[0]}/{part[1]} of {inputs} holds no videos")
     rejected: list[dict] = []
     jobs = plan_jobs(videos, config, rejected)
     if not jobs:

@@ -11,11 +11,22 @@ from pathlib import Path
 from data_prep.build import BuildError, PrepConfig, build
 from data_prep.config import ConfigError, config_yaml, load_config
 from data_prep.importers import ImportFormatError, import_sequences, read_colmap, read_re10k, read_transforms
+from data_prep.merge import merge
 from data_prep.schema import SchemaError
 from data_prep.verify import verify
 from data_prep.video import VideoError
 
 DEFAULT_PRESET = Path(__file__).resolve().parents[1] / "configs" / "prep" / "default.yaml"
+
+
+def parse_slice(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--slice must be K/N, got {text!r}") from None
+    if not 0 <= k < n:
+        raise ConfigError(f"--slice {text}: need 0 <= K < N")
+    return k, n
 
 
 def _write_config(out: Path, config: PrepConfig) -> None:
@@ -40,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--config", type=Path, help=f"YAML preset (default: {DEFAULT_PRESET.name} when present)")
     b.add_argument("--workers", type=int, help="processes (default: the config's workers)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--slice", help="K/N: build only every N-th input video starting at the K-th (array jobs)")
     b.add_argument(
         "overrides", nargs="*", help="config overrides such as clip_length=32 poses.methods=[global]"
     )
@@ -63,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--config", type=Path, help="YAML preset")
         sub.add_argument("overrides", nargs="*", help="config overrides, e.g. clip_length=32 fps=30")
 
+    m = commands.add_parser("merge", help="one manifest over the part folders of an array build")
+    m.add_argument("out", type=Path, help="the merged dataset folder (usually the parts' parent)")
+    m.add_argument("parts", nargs="+", type=Path, help="part folders written by gavs-prep build --slice")
+
     v = commands.add_parser("verify", help="re-read every shard, check schema and stats, draw contact sheets")
     v.add_argument("dir", type=Path, help="a folder written by gavs-prep build")
     v.add_argument("--every", type=int, default=8, help="one contact sheet per this many clips")
@@ -75,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
             config = load_config(PrepConfig, preset, overrides)
             args.out.mkdir(parents=True, exist_ok=True)
-            manifest = build(args.input, args.out, config, progress=False if args.quiet else None)
+            manifest = build(args.input, args.out, config, progress=False if args.quiet else None,
+                             part=parse_slice(args.slice) if args.slice else None)  # fmt: skip
             _write_config(args.out, config)
             totals = manifest["totals"]
             print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
@@ -97,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             totals = manifest["totals"]
             print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
                   f"{totals['rejected']} rejected; manifest: {args.out / 'manifest.json'}")  # fmt: skip
+        elif args.command == "merge":
+            merged = merge(args.out, args.parts)
+            totals = merged["totals"]
+            shards, parts = len(merged["shards"]), len(merged["parts"])
+            print(
+                f"{totals['clips']} clips in {shards} shards from {parts} parts: {args.out / 'manifest.json'}"
+            )
         else:
             report = verify(args.dir, every=args.every)
             print(f"ok: {report['clips']} clips, {report['frames']} frames, "
