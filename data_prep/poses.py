@@ -45,6 +45,7 @@ class PoseConfig:
     )
     num_threads: int = 1  # pycolmap is deterministic only single-threaded; -1 uses all cores
     seed: int = 0
+    verbose: bool = False  # COLMAP's own log; off by default (failures are reported as PoseError)
 
 
 @dataclass
@@ -349,6 +350,9 @@ def estimate_poses(
     if unknown:
         raise ValueError(f"unknown pose methods {sorted(unknown)}; choose from {METHODS}")
     num_frames, height, width = frames.shape[:3]
+    # glog levels: 0 INFO ... 3 FATAL. COLMAP logs pages per clip, and errors during an
+    # expected fallback are not ours to show.
+    pycolmap.logging.minloglevel = 0 if config.verbose else 3
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="gavs-sfm-")) if own_dir else Path(workdir)
     try:
