@@ -11,11 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
-from data_prep.video import VideoError
+from data_prep.video import VideoError, decode
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 
@@ -40,24 +39,7 @@ def ingest(path: str | os.PathLike, fps: float | None = None, max_side: int | No
            max_frames: int | None = None) -> IngestedVideo:  # fmt: skip
     """Decode ``path``; ``fps=None`` keeps every frame, ``max_side=None`` the source size."""
     path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path}: contains no video stream")
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or 30.0)
-            frames, times = [], []
-            for index, frame in enumerate(container.decode(stream)):
-                t = float(frame.time) if frame.time is not None else index / rate
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(t)
-    except av.FFmpegError as err:
-        raise VideoError(f"{path}: cannot be decoded as video ({err})") from err
-    if not frames:
-        raise VideoError(f"{path}: decodes to zero frames")
-    times = np.asarray(times) - times[0]
+    frames, times, rate = decode(path)
     if fps is None or fps >= rate:
         keep = np.arange(len(frames))
         out_fps = rate

@@ -27,8 +27,10 @@ class Video:
         return self.frames.shape[2], self.frames.shape[1]
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:
-    """Decode every frame (or the first ``max_frames``) of the first video stream as RGB."""
+def decode(
+    path: str | os.PathLike, max_frames: int | None = None
+) -> tuple[list[np.ndarray], np.ndarray, float]:
+    """RGB frames, their timestamps (s, from 0) and the stream's average rate."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
@@ -37,17 +39,24 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:
             if not container.streams.video:
                 raise VideoError(f"{path}: contains no video stream")
             stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            frames = []
-            for frame in container.decode(stream):
+            rate = float(stream.average_rate or stream.guessed_rate or 30.0)
+            frames, times = [], []
+            for index, frame in enumerate(container.decode(stream)):
                 frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(float(frame.time) if frame.time is not None else index / rate)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except av.FFmpegError as err:
         raise VideoError(f"{path}: cannot be decoded as video ({err})") from err
     if not frames:
         raise VideoError(f"{path}: decodes to zero frames")
-    return Video(np.stack(frames), float(rate) if rate else 30.0)
+    return frames, np.asarray(times) - times[0], rate
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:
+    """Decode every frame (or the first ``max_frames``) of the first video stream as RGB."""
+    frames, _, rate = decode(path, max_frames)
+    return Video(np.stack(frames), rate)
 
 
 def write_video(
