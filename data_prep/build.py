@@ -172,9 +172,6 @@ def plan_jobs(videos: list[Path], config: PrepConfig, rejected: list[dict]) -> l
                 ClipJob(clip_key(video, start), str(video), start, ingested.frames[start:end], ingested.fps,
                         ingested.source_indices, ingested.timestamps, ingested.source_size)
             )  # fmt: skip
-    keys = [job.key for job in jobs]
-    if len(set(keys)) != len(keys):
-        raise BuildError("two input videos share a file name; clip keys would collide, rename one")
     return jobs
 
 
@@ -190,38 +187,54 @@ def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: boo
         videos = videos[part[0] :: part[1]]
         if not videos:
             raise BuildError(f"slice {part[0]}/{part[1]} of {inputs} holds no videos")
-    rejected: list[dict] = []
-    jobs = plan_jobs(videos, config, rejected)
-    if not jobs:
-        reasons = "; ".join(r["reason"] for r in rejected) or "no input"
-        raise BuildError(f"no clips to build from {inputs}: {reasons}")
-
     cache = out / ".cache" / config_hash(config)
     cache.mkdir(parents=True, exist_ok=True)
-    todo = [job for job in jobs if not (cache / f"{job.key}.tar").exists()
-            and not (cache / f"{job.key}.rejected.json").exists()]  # fmt: skip
-    log.info("%d clips, %d already done", len(jobs), len(jobs) - len(todo))
-    bar = tqdm(total=len(todo), desc="clips", unit="clip", disable=None if progress is None else not progress)
-    if config.workers > 1 and len(todo) > 1:
-        # spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
-        # deadlock the children
-        with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in [pool.submit(_process_clip, job, config, cache) for job in todo]:
-                future.result()
-                bar.update()
-    else:
-        for job in todo:
-            _process_clip(job, config, cache)
-            bar.update()
-    bar.close()
+    rejected: list[dict] = []
+    keys: list[str] = []
+    seen: set[str] = set()
+    processed = 0
+    bar = tqdm(total=0, desc="clips", unit="clip", disable=None if progress is None else not progress)
+    # One video at a time: only its frames are in memory while its clips are processed.
+    # spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
+    # deadlock the children.
+    pool = (ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
+            if config.workers > 1 else None)  # fmt: skip
+    try:
+        for video in videos:
+            jobs = plan_jobs([video], config, rejected)
+            if seen & {job.key for job in jobs}:
+                raise BuildError(f"{video}: shares a file name with another input; clip keys would collide")
+            keys += [job.key for job in jobs]
+            seen.update(job.key for job in jobs)
+            todo = [job for job in jobs if not (cache / f"{job.key}.tar").exists()
+                    and not (cache / f"{job.key}.rejected.json").exists()]  # fmt: skip
+            bar.total += len(todo)
+            bar.refresh()
+            if pool is not None:
+                for future in [pool.submit(_process_clip, job, config, cache) for job in todo]:
+                    future.result()
+                    bar.update()
+            else:
+                for job in todo:
+                    _process_clip(job, config, cache)
+                    bar.update()
+            processed += len(todo)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if not keys:
+        reasons = "; ".join(r["reason"] for r in rejected) or "no input"
+        raise BuildError(f"no clips to build from {inputs}: {reasons}")
+    log.info("%d clips, %d processed now", len(keys), processed)
 
     def cached_samples():
-        for job in jobs:
-            note = cache / f"{job.key}.rejected.json"
+        for key in keys:
+            note = cache / f"{key}.rejected.json"
             if note.exists():
                 rejected.append(json.loads(note.read_text()))
             else:
-                yield _read_cached(cache / f"{job.key}.tar")
+                yield _read_cached(cache / f"{key}.tar")
 
     return write_dataset(out, config, cached_samples(), rejected, {"videos": len(videos)})
 

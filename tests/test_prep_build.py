@@ -53,7 +53,7 @@ def test_build_resume_and_verify(videos, tmp_path, caplog, capsys):
     first = tars(out)
     caplog.set_level(logging.INFO, logger="gavs.prep")
     assert prep_main(["build", "--input", str(videos), "--out", str(out), *SMALL]) == 0
-    assert "4 clips, 4 already done" in caplog.text
+    assert "4 clips, 0 processed now" in caplog.text
     assert tars(out) == first  # resumed: byte-identical
 
     report = verify(out, every=3)
