@@ -108,7 +108,8 @@ def clip_items(
             moved, z = moved[inside][: config.max_points], mine[inside, 3][: config.max_points]
             uv[: len(moved)], depth[: len(moved)], point_valid[: len(moved)] = moved, z, True
         yield {
-            "source": source_image,
+            "source": source_image,  # the network's input: the border band blanked
+            "source_full": images[0],  # the supervision: the whole source frame
             "source_valid": valid,
             "source_K": K[0],
             "targets": images[1:],

@@ -1,0 +1,56 @@
+"""The pretraining objective for one batch: predict from the source, render every view, compare.
+
+The network sees the source frame (with its border band blanked when the item has one) and
+predicts Gaussians in the source camera's frame. They are rendered in one batched call into
+the source camera and into each target camera (``source_to_target`` is exactly the view
+matrix there). Supervision is the complete frames, so blanked borders must be extrapolated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
+from model.network import GaussianPredictor
+from model.render import render
+
+
+@dataclass
+class LossConfig:
+    source_weight: float = 1.0
+    target_weight: float = 1.0
+    depth_weight: float = 0.1
+    scale_weight: float = 0.01
+    offset_weight: float = 0.01
+    render_backend: str = "auto"
+
+
+def training_losses(
+    net: GaussianPredictor, batch: dict[str, Tensor], config: LossConfig
+) -> dict[str, Tensor]:
+    """Weighted loss terms and their sum (``total``) for a collated batch of training items."""
+    source = batch["source"]
+    B, _, H, W = source.shape
+    out = net(source, batch["source_K"], batch["source_valid"])
+    identity = torch.eye(4, device=source.device, dtype=source.dtype).expand(B, 1, 4, 4)
+    viewmats = torch.cat([identity, batch["source_to_target"]], 1)
+    Ks = torch.cat([batch["source_K"][:, None], batch["target_K"]], 1)
+    rendered = render(out.gaussians, viewmats, Ks, W, H, backend=config.render_backend)
+    source_loss = photometric_loss(rendered.color[:, 0], batch["source_full"])
+    targets = batch["targets"]
+    target_loss = photometric_loss(rendered.color[:, 1:].flatten(0, 1), targets.flatten(0, 1))
+    depth_loss = sparse_depth_loss(
+        out.depth[:, :1], batch["points_uv"], batch["points_depth"], batch["points_valid"]
+    )
+    terms = {
+        "source": config.source_weight * source_loss,
+        "target": config.target_weight * target_loss,
+        "depth": config.depth_weight * depth_loss,
+        "scale": config.scale_weight * scale_regulariser(out.scale, out.depth, batch["source_K"][:, 0, 0]),
+        "offset": config.offset_weight * offset_regulariser(out.offset, out.depth),
+    }
+    terms["total"] = sum(terms.values())
+    return terms
