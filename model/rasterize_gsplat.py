@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from model.rasterize_torch import EPS2D, TILE_SIZE
+from model.rasterize_torch import EPS2D
+
+TILE_SIZE = 16  # gsplat's CUDA kernels are tuned for 16x16 tiles
 
 
 def gsplat_available() -> bool:

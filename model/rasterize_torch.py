@@ -7,8 +7,8 @@ pixel up to float rounding:
   0.3 px isotropic low-pass (``eps2d``) on the 2D covariance;
 - per-axis, opacity-aware bounding boxes: ``ceil(min(3.33, sqrt(2 ln(255 * opacity))) * sigma)``,
   which is exactly the footprint where alpha can reach 1/255;
-- 16x16 tiles; every Gaussian is listed in the tiles its box touches, sorted front to back by
-  camera z;
+- tiles (8x8 here, 16x16 in gsplat; the image does not depend on it); every Gaussian is
+  listed in the tiles its box touches, sorted front to back by camera z;
 - alpha = min(0.999, opacity * exp(-sigma)); contributions below 1/255 are skipped; a pixel
   stops before the Gaussian that would bring its transmittance to 1e-4 or below.
 
@@ -27,7 +27,10 @@ from torch.utils.checkpoint import checkpoint
 
 from model.cameras import quat_to_matrix
 
-TILE_SIZE = 16
+# 8x8 tiles on the CPU: a tile's list only holds Gaussians whose alpha can reach 1/255 there,
+# so the image does not depend on the tile size, but smaller tiles waste far fewer
+# pixel-Gaussian pairs (3.5x faster backward on a 32x56 training step than 16x16).
+TILE_SIZE = 8
 EPS2D = 0.3  # px^2 added to the 2D covariance: gsplat's anti-aliasing low-pass
 EXTENT_SIGMAS = 3.33  # cap on the bounding-box half-width, in standard deviations
 ALPHA_MIN = 1.0 / 255.0  # contributions below this are skipped
@@ -159,12 +162,12 @@ def _composite(
     """Front-to-back alpha compositing of each tile's sorted list, for all its pixels at once.
 
     Returns accumulated features ``[T, P, F]`` and accumulated alpha ``[T, P]`` for the tile's
-    ``P = 16 * 16`` pixels in row-major order.
+    ``P = TILE_SIZE**2`` pixels in row-major order.
     """
     n_tiles, longest = opacities.shape
     steps = torch.arange(TILE_SIZE, device=origins.device, dtype=origins.dtype)
     # Within a tile dx depends only on the column and dy only on the row, so the quadratic form
-    # is assembled from [T, 16, K] pieces and only three operations touch [T, 16, 16, K].
+    # is assembled from [T, tile, K] pieces and only three operations touch [T, tile, tile, K].
     dx = means2d[:, None, :, 0] - (origins[:, 0, None, None] + steps[None, :, None])  # [T, cols, K]
     dy = means2d[:, None, :, 1] - (origins[:, 1, None, None] + steps[None, :, None])  # [T, rows, K]
     ca, cb, cc = (v[:, None, :] for v in conics.unbind(-1))

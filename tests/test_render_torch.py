@@ -271,3 +271,25 @@ def test_auto_backend_on_cpu_is_torch():
     auto = render(g, viewmat, K, 32, 32)
     ref = render(g, viewmat, K, 32, 32, backend="torch")
     assert torch.equal(auto.color, ref.color)
+
+
+def test_image_does_not_depend_on_the_tile_size(monkeypatch):
+    from model import rasterize_torch
+
+    g = _scene_with_features(400, 70, 50, seed=2, features=1)
+    viewmat, K = identity_camera(70, 50, 60.0)
+
+    def run():
+        params = [t.clone().requires_grad_() for t in (g.means, g.scales, g.opacities)]
+        scene = Gaussians(params[0], g.quats, params[1], params[2], g.colors, g.features)
+        out = render(scene, viewmat, K, 70, 50, backend="torch")
+        (out.color.sum() + out.depth.sum()).backward()
+        return out, [p.grad for p in params]
+
+    small, small_grads = run()
+    monkeypatch.setattr(rasterize_torch, "TILE_SIZE", 16)
+    large, large_grads = run()
+    for name in ("color", "depth", "alpha", "features"):
+        assert torch.allclose(getattr(small, name), getattr(large, name), atol=1e-12), name
+    for a, b in zip(small_grads, large_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
