@@ -29,10 +29,14 @@ def parse_slice(text: str) -> tuple[int, int]:
     return k, n
 
 
-def _write_config(out: Path, config: PrepConfig) -> None:
+def _finish(out: Path, config: PrepConfig, manifest: dict) -> None:
+    """Write the resolved config beside the shards and print a one-line summary."""
     tmp = out / ".config.yaml.partial"
     tmp.write_text(config_yaml(config))
     os.replace(tmp, out / "config.yaml")
+    totals = manifest["totals"]
+    print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
+          f"{totals['rejected']} rejected; manifest: {out / 'manifest.json'}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             manifest = build(args.input, args.out, config, progress=False if args.quiet else None,
                              part=parse_slice(args.slice) if args.slice else None)  # fmt: skip
-            _write_config(args.out, config)
-            totals = manifest["totals"]
-            print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
-                  f"{totals['rejected']} rejected; manifest: {args.out / 'manifest.json'}")  # fmt: skip
+            _finish(args.out, config, manifest)
         elif args.command == "import":
             preset = args.config or (DEFAULT_PRESET if DEFAULT_PRESET.is_file() else None)
             config = load_config(PrepConfig, preset, list(args.overrides))
@@ -110,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 sequences = [read_transforms(args.json, fps)]
             args.out.mkdir(parents=True, exist_ok=True)
             manifest = import_sequences(sequences, args.out, config)
-            _write_config(args.out, config)
-            totals = manifest["totals"]
-            print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
-                  f"{totals['rejected']} rejected; manifest: {args.out / 'manifest.json'}")  # fmt: skip
+            _finish(args.out, config, manifest)
         elif args.command == "merge":
             merged = merge(args.out, args.parts)
             totals = merged["totals"]

@@ -21,7 +21,6 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 
 @dataclass
 class IngestedVideo:
-    path: Path
     frames: np.ndarray  # [T, H, W, 3] uint8 at the working resolution
     fps: float  # rate of the kept frames
     source_indices: np.ndarray  # [T] index of each kept frame in the decoded source
@@ -55,7 +54,7 @@ def ingest(path: str | os.PathLike, fps: float | None = None, max_side: int | No
         frames[i] if size == (width, height) else cv2.resize(frames[i], size, interpolation=cv2.INTER_AREA)
         for i in keep
     ]
-    return IngestedVideo(path, np.stack(resized), out_fps, keep, times[keep], (width, height))
+    return IngestedVideo(np.stack(resized), out_fps, keep, times[keep], (width, height))
 
 
 def expand_inputs(spec: str) -> list[Path]:

@@ -21,12 +21,11 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds
 
-from data_prep.schema import ClipSample, decode
+from data_prep.schema import ClipSample, decode, to_tensors
 from model.cameras import crop_intrinsics, relative_pose, resize_intrinsics
 
 
@@ -62,11 +61,9 @@ def clip_items(
     count = len(sample.frames)
     if count < 2:
         return
-    frames = torch.from_numpy(sample.frames).permute(0, 3, 1, 2).float() / 255.0
-    Ks = torch.from_numpy(np.ascontiguousarray(sample.cameras.per_frame_K())).float()
-    c2w = torch.from_numpy(sample.cameras.c2w).float()
+    tensors = to_tensors(sample)
+    frames, Ks, c2w, observations = tensors["frames"], tensors["K"], tensors["c2w"], tensors["observations"]
     height, width = frames.shape[-2:]
-    observations = torch.from_numpy(sample.observations).float()
     for _ in range(config.items_per_clip):
         source = rng.randrange(count)
         nearby = [
