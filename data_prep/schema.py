@@ -262,6 +262,10 @@ def validate(sample: ClipSample, where: str | None = None) -> None:
         )
 
 
+def _all_shards(urls):
+    return urls
+
+
 def iterate_clips(urls: str | Iterable[str]) -> Iterator[ClipSample]:
     """Decoded, validated clips from shard URLs (paths, brace patterns, or any URL WebDataset reads).
 
@@ -271,7 +275,8 @@ def iterate_clips(urls: str | Iterable[str]) -> Iterator[ClipSample]:
     import webdataset as wds
 
     urls = urls if isinstance(urls, str) else list(urls)
-    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    # every shard, in order, also inside a distributed job (the caller chose the shards)
+    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_all_shards)
     iterator = iter(dataset)
     while True:
         try:

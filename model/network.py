@@ -133,8 +133,12 @@ class GaussianPredictor(nn.Module):
             else:
                 h = fuse(h)
         h = F.interpolate(h, size=(H, W), mode="bilinear", align_corners=False)
-        raw = self.head(self.head_in(torch.cat([h, x], 1))).view(B, cfg.layers, CHANNELS_PER_LAYER, H, W)
-        return self._gaussians(raw, image, K)
+        # Heads and geometry stay in float32 under mixed precision: bf16's 8-bit mantissa would
+        # put a Gaussian's depth, and so its pixel position, off by more than a pixel.
+        with torch.autocast(image.device.type, enabled=False):
+            raw = self.head(self.head_in(torch.cat([h.float(), x.float()], 1)))
+            raw = raw.view(B, cfg.layers, CHANNELS_PER_LAYER, H, W)
+            return self._gaussians(raw, image.float(), K.float())
 
     def _gaussians(self, raw: Tensor, image: Tensor, K: Tensor) -> NetworkOutput:
         cfg = self.config

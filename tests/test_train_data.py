@@ -78,7 +78,7 @@ def test_stream_reads_shards_and_needs_them(tmp_path):
         for seed in range(3):
             writer.write(encode(clip(seed=seed)))
     config = DataConfig(shards=str(tmp_path / "train-{000000..000002}.tar"), size=(48, 64), items_per_clip=2)
-    items = list(training_stream(config, epochless=False))
+    items = list(training_stream(config, resampled=False))
     assert len(items) == 6 and items[0]["source"].shape == (3, 48, 64)
     with pytest.raises(ValueError, match=r"data\.shards is empty"):
         training_stream(DataConfig())

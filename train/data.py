@@ -1,9 +1,12 @@
 """Training items from clip shards: a source frame and nearby target views, ready to batch.
 
-Shards are read through ``data_prep.schema.decode``. In epoch mode the shards are split
-across nodes (DDP ranks) and dataloader workers and shuffled; in epoch-less mode each worker
-draws shards at random, forever. Clips are shuffled in a buffer. Each clip yields
-``items_per_clip`` items:
+Shards are read through ``data_prep.schema.decode``. Each process (DDP rank) owns every
+``world``-th shard of the sorted list, so ranks never read the same shard. Within a rank,
+epoch-less mode (training) has each dataloader worker draw its rank's shards at random,
+forever; single-pass mode (validation, tests) splits them across workers. Clips are shuffled
+in a buffer. Every random choice is seeded from (seed, segment, rank, worker), so a stream
+restarted at the same segment repeats itself exactly: that is how training resumes with the
+same data. Each clip yields ``items_per_clip`` items:
 
 - a source frame and ``num_targets`` targets within ``window`` frames of it;
 - one random crop (a share of the frame between ``min_crop`` and 1, the same for the source
@@ -17,15 +20,21 @@ draws shards at random, forever. Clips are shuffled in a buffer. Each clip yield
 
 from __future__ import annotations
 
+import glob
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds
+from torch.utils.data import DataLoader
 
-from data_prep.schema import ClipSample, decode, to_tensors
+from data_prep.build import MANIFEST
+from data_prep.schema import SCHEMA_VERSION, ClipSample, SchemaError, decode, iterate_clips, to_tensors
 from model.cameras import crop_intrinsics, relative_pose, resize_intrinsics
 
 
@@ -118,23 +127,130 @@ def clip_items(
         }
 
 
-def training_stream(config: DataConfig, epochless: bool = True) -> wds.WebDataset:
-    """The shuffled, split, decoded stream of training items (not yet batched)."""
-    if not config.shards:
+def rank_shards(pattern: str, rank: int = 0, world: int = 1) -> list[str]:
+    """This rank's shards: every ``world``-th of the sorted expansion of ``pattern``.
+
+    ``pattern`` is a brace pattern (``train-{000000..000099}.tar``), a glob, or a URL. Local
+    patterns must match existing files.
+    """
+    if not pattern:
         raise ValueError("data.shards is empty: point it at the training shards (a brace pattern or URL)")
-    rng = random.Random(config.seed)
+    remote = "://" in pattern and not pattern.startswith("file://")
+    if not remote and any(c in pattern for c in "*?["):
+        urls = sorted(glob.glob(pattern))
+    else:
+        urls = sorted(wds.shardlists.expand_urls(pattern))
+        if not remote:
+            urls = [u for u in urls if Path(u.removeprefix("file://")).is_file()]
+    if not urls:
+        raise ValueError(f"no shards match {pattern!r}")
+    if len(urls) < world:
+        raise ValueError(
+            f"{len(urls)} shards for {world} processes: each process needs shards of its own; "
+            "rebuild with smaller shards (gavs-prep build shard_max_clips=...)"
+        )
+    return urls[rank::world]
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+def _worker_id() -> int:
+    return _worker()[0]
+
+
+def _seed(*parts: int) -> int:
+    """One 32-bit seed from several integers, the same in every process (unlike ``hash`` of a str)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def training_stream(
+    config: DataConfig, rank: int = 0, world: int = 1, segment: int = 0, resampled: bool = True
+) -> wds.DataPipeline:
+    """The shuffled, decoded stream of this rank's training items (not yet batched).
+
+    Every item carries ``shard``, the URL it came from, so callers can account for what they read.
+    """
+    urls = rank_shards(config.shards, rank, world)
+    base_seed = _seed(config.seed, segment, rank)
+    if resampled:
+        shards = [wds.ResampledShards(urls, seed=base_seed, worker_seed=_worker_id, deterministic=True)]
+    else:
+        shards = [wds.SimpleShardList(urls), wds.detshuffle(len(urls), seed=base_seed), wds.split_by_worker]
+
+    def shuffled(samples):
+        rng = random.Random(_seed(base_seed, *_worker(), 0))
+        yield from wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer, rng=rng)(samples)
 
     def items(samples):
+        rng = random.Random(_seed(base_seed, *_worker(), 1))
         for raw in samples:
-            yield from clip_items(decode(raw), config, rng)
+            for item in clip_items(decode(raw), config, rng):
+                yield {**item, "shard": raw["__url__"]}
 
-    dataset = wds.WebDataset(
-        config.shards,
-        resampled=epochless,
-        shardshuffle=not epochless and 100,
-        nodesplitter=wds.split_by_node,
-        workersplitter=wds.split_by_worker,
-        seed=config.seed,
-        empty_check=False,
-    )
-    return dataset.shuffle(config.shuffle_buffer, rng=random.Random(config.seed)).compose(items)
+    return wds.DataPipeline(*shards, wds.tarfile_to_samples(), shuffled, items)
+
+
+def check_shards(config: DataConfig, rank: int = 0, world: int = 1) -> None:
+    """Fail before training starts if this rank's first shard is unreadable or of another schema."""
+    first = rank_shards(config.shards, rank, world)[0]
+    manifest = Path(first.removeprefix("file://")).parent / MANIFEST
+    if manifest.is_file():
+        version = json.loads(manifest.read_text()).get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaError(f"{manifest}: schema version {version}, this trainer reads {SCHEMA_VERSION}")
+    next(iterate_clips([first]), None)
+
+
+def manifest_summary(pattern: str) -> dict | None:
+    """The dataset's manifest without its per-shard and per-rejection lists (for model cards)."""
+    first = rank_shards(pattern)[0]
+    manifest = Path(first.removeprefix("file://")).parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    full = json.loads(manifest.read_text())
+    return {
+        "shards": pattern,
+        **{k: full[k] for k in ("schema_version", "totals", "pose_methods", "versions") if k in full},
+    }
+
+
+class BatchStream:
+    """Batches of one rank's items that can restart at any position.
+
+    The stream is cut into segments of ``segment_batches``; each segment is a fresh
+    ``training_stream`` seeded by its index. Restarting at position ``p`` rebuilds segment
+    ``p // segment_batches`` and skips the rest, so a resumed run sees the same batches as
+    an uninterrupted one while skipping at most one segment's worth.
+    """
+
+    def __init__(self, config: DataConfig, batch_size: int, num_workers: int, segment_batches: int,
+                 rank: int = 0, world: int = 1, position: int = 0) -> None:  # fmt: skip
+        self.config, self.batch_size, self.num_workers = config, batch_size, num_workers
+        self.segment_batches, self.rank, self.world = segment_batches, rank, world
+        self.position = position
+        self.shards_read: dict[str, int] = {}
+        self._iterator: Iterator | None = None
+
+    def _open(self) -> Iterator:
+        segment, skip = divmod(self.position, self.segment_batches)
+        stream = training_stream(self.config, self.rank, self.world, segment)
+        loader = DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers)
+        iterator = iter(loader)
+        for _ in range(skip):
+            next(iterator)
+        return iterator
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> dict:
+        if self._iterator is None or self.position % self.segment_batches == 0:
+            self._iterator = self._open()
+        batch = next(self._iterator)
+        self.position += 1
+        for shard in batch.pop("shard"):
+            self.shards_read[shard] = self.shards_read.get(shard, 0) + 1
+        return batch

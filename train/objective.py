@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
-from model.network import GaussianPredictor
-from model.render import render
+from model.network import GaussianPredictor, NetworkOutput
+from model.render import RenderOutput, render
 
 
 @dataclass
@@ -28,17 +28,30 @@ class LossConfig:
     render_backend: str = "auto"
 
 
+def render_views(
+    net: GaussianPredictor, batch: dict[str, Tensor], backend: str = "auto"
+) -> tuple[NetworkOutput, RenderOutput]:
+    """Predict from each source and render into its own camera (view 0) and its targets (views 1..)."""
+    source = batch["source"]
+    B, _, H, W = source.shape
+    out = net(source, batch["source_K"], batch["source_valid"])
+    identity = torch.eye(4, device=source.device, dtype=torch.float32).expand(B, 1, 4, 4)
+    viewmats = torch.cat([identity, batch["source_to_target"].float()], 1)
+    Ks = torch.cat([batch["source_K"][:, None], batch["target_K"]], 1).float()
+    return out, render(out.gaussians, viewmats, Ks, W, H, backend=backend)
+
+
 def training_losses(
     net: GaussianPredictor, batch: dict[str, Tensor], config: LossConfig
 ) -> dict[str, Tensor]:
     """Weighted loss terms and their sum (``total``) for a collated batch of training items."""
-    source = batch["source"]
-    B, _, H, W = source.shape
-    out = net(source, batch["source_K"], batch["source_valid"])
-    identity = torch.eye(4, device=source.device, dtype=source.dtype).expand(B, 1, 4, 4)
-    viewmats = torch.cat([identity, batch["source_to_target"]], 1)
-    Ks = torch.cat([batch["source_K"][:, None], batch["target_K"]], 1)
-    rendered = render(out.gaussians, viewmats, Ks, W, H, backend=config.render_backend)
+    return loss_terms(*render_views(net, batch, config.render_backend), batch, config)
+
+
+def loss_terms(
+    out: NetworkOutput, rendered: RenderOutput, batch: dict[str, Tensor], config: LossConfig
+) -> dict[str, Tensor]:
+    """The weighted terms for predictions already made and rendered (validation reuses the renders)."""
     source_loss = photometric_loss(rendered.color[:, 0], batch["source_full"])
     targets = batch["targets"]
     target_loss = photometric_loss(rendered.color[:, 1:].flatten(0, 1), targets.flatten(0, 1))
