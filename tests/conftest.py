@@ -1,5 +1,7 @@
 """Shared test setup: GPU tests skip cleanly without CUDA."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +33,33 @@ def pretrain_shards(tmp_path_factory):
                                             "shard_max_clips=1", "workers=2"])  # fmt: skip
     build(str(videos), root / "shards", config, progress=False)
     return root / "shards"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "pretrain" / "tiny-cpu.yaml"
+# small and quick: 32x56 crops, batch 2, every step logged
+FAST = ["data.size=[32,56]", "batch_size=2", "num_workers=1", "logging.every=1", "optim.warmup_steps=5"]
+
+
+def shards_arg(shards: Path) -> str:
+    return f"data.shards={shards}/train-{{000000..000003}}.tar"
+
+
+@pytest.fixture(scope="session")
+def trained(pretrain_shards, tmp_path_factory):
+    """40 steps of the tiny config with wandb (offline: no key, no netrc), validated at 0, 20, 40
+    on fixed batches of the training clips (so ``val/loss`` is the training loss, without noise)."""
+    from train.cli import main as train_main
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    shards = shards_arg(pretrain_shards)
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("WANDB_MODE", "WANDB_API_KEY"):
+            env.delenv(name, raising=False)
+        env.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        code = train_main(["--config", str(TINY), f"run_dir={run_dir}", shards, *FAST, "optim.lr=5e-3",
+                           "max_steps=40", "checkpoint_every=20", "logging.tracker=wandb",
+                           f"validation.shards={shards.split('=', 1)[1]}", "validation.every=20",
+                           "validation.batches=4"])  # fmt: skip
+    assert code == 0
+    return run_dir

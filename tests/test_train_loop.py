@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FAST, TINY, shards_arg
 
 from data_prep.schema import encode, iterate_clips
 from data_prep.shards import ShardWriter
@@ -16,13 +17,6 @@ from train.cli import main as train_main
 from train.trackers import wandb_mode
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "pretrain" / "tiny-cpu.yaml"
-# small and quick: 32x56 crops, batch 2, every step logged
-FAST = ["data.size=[32,56]", "batch_size=2", "num_workers=1", "logging.every=1", "optim.warmup_steps=5"]
-
-
-def shards_arg(shards: Path) -> str:
-    return f"data.shards={shards}/train-{{000000..000003}}.tar"
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -33,30 +27,6 @@ def losses(run_dir: Path) -> dict[int, float]:
 def cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "train.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def trained(pretrain_shards, tmp_path_factory, monkeypatch_module):
-    """40 steps of the tiny config with wandb (offline: no key, no netrc), validated at 0, 20, 40
-    on fixed batches of the training clips (so ``val/loss`` is the training loss, without noise)."""
-    home = tmp_path_factory.mktemp("home")
-    for name in ("WANDB_MODE", "WANDB_API_KEY"):
-        monkeypatch_module.delenv(name, raising=False)
-    monkeypatch_module.setenv("HOME", str(home))
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    shards = shards_arg(pretrain_shards)
-    code = train_main(["--config", str(TINY), f"run_dir={run_dir}", shards, *FAST, "optim.lr=5e-3",
-                       "max_steps=40", "checkpoint_every=20", "logging.tracker=wandb",
-                       f"validation.shards={shards.split('=', 1)[1]}", "validation.every=20",
-                       "validation.batches=4"])  # fmt: skip
-    assert code == 0
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
 
 
 def validation(run_dir: Path) -> dict[int, dict]:
