@@ -154,3 +154,50 @@ def test_checkpoint_of_another_architecture_is_refused(trained, pretrain_shards,
     fresh = [f"init_from={ema}", "network.backbone=resnet34", f"run_dir={tmp_path / 'fresh'}"]
     assert train_main([*args, *fresh]) == 2
     assert "is a different network" in capsys.readouterr().err
+
+
+def test_bf16_with_tensorboard_logs_scalars_and_images(pretrain_shards, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "tb"
+    assert train_main(["--config", str(TINY), f"run_dir={run_dir}", shards_arg(pretrain_shards), *FAST,
+                       "max_steps=2", "mixed_precision=bf16", "logging.tracker=tensorboard",
+                       f"validation.shards={pretrain_shards}/train-000000.tar", "validation.every=2",
+                       "validation.batches=1"]) == 0  # fmt: skip
+    events = EventAccumulator(str(run_dir / "gavs-pretrain"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/total")] == [1, 2]
+    assert [e.value for e in events.Scalars("train/total")] == pytest.approx(list(losses(run_dir).values()))
+    assert [e.step for e in events.Images("val/grid")] == [0, 2]
+
+
+def test_sbatch_template_checkpoints_and_requeues_on_usr1(pretrain_shards, tmp_path):
+    """The SLURM template with stand-in srun/scontrol (no SLURM here), two gloo processes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/usr/bin/env bash\nwhile [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text(
+        '#!/usr/bin/env bash\ncase $1 in show) echo localhost ;; requeue) echo "$2" >> "$REQUEUED" ;; esac\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    run_dir = tmp_path / "slurm-run"
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0",
+           "GAVS_PROCS_PER_NODE": "2", "REQUEUED": str(tmp_path / "requeued"),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    script = ROOT / "slurm" / "pretrain.sbatch"
+    job = subprocess.Popen(["bash", str(script), str(TINY), f"run_dir={run_dir}", shards_arg(pretrain_shards),
+                            *FAST, "max_steps=1000", "logging.tracker=none"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.time() + 180
+    while not (run_dir / "metrics.jsonl").exists() or len(losses(run_dir)) < 2:
+        assert job.poll() is None and time.time() < deadline, job.communicate()[0][-3000:]
+        time.sleep(0.2)
+    job.send_signal(signal.SIGUSR1)
+    output = job.communicate(timeout=180)[0]
+    assert job.returncode == 0, output[-3000:]
+    assert (tmp_path / "requeued").read_text().split() == ["4242"]
+    saved = sorted((run_dir / "checkpoints").iterdir())
+    assert len(saved) == 1 and 2 <= int(saved[0].name.split("_")[1]) < 1000
+    assert {f.name for f in saved[0].glob("data_rank*.json")} == {"data_rank0.json", "data_rank1.json"}

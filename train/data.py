@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import json
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,13 @@ def manifest_summary(pattern: str) -> dict | None:
     }
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Dataloader workers leave SIGTERM/SIGUSR1 to the training process, which stops them after
+    its checkpoint; a launcher that signals the whole process group must not kill them first."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 class BatchStream:
     """Batches of one rank's items that can restart at any position.
 
@@ -237,7 +245,8 @@ class BatchStream:
     def _open(self) -> Iterator:
         segment, skip = divmod(self.position, self.segment_batches)
         stream = training_stream(self.config, self.rank, self.world, segment)
-        loader = DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers)
+        loader = DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers,
+                            worker_init_fn=_ignore_stop_signals)  # fmt: skip
         iterator = iter(loader)
         for _ in range(skip):
             next(iterator)
