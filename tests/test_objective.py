@@ -10,10 +10,10 @@ from data_prep.schema import Cameras, ClipSample
 from data_prep.synthetic import SyntheticConfig, generate
 from model.network import GaussianPredictor, NetworkConfig
 from train.data import DataConfig, clip_items
-from train.objective import LossConfig, training_losses
+from train.objective import LossConfig, perceptual_loss, training_losses
 
 
-def test_a_few_steps_on_one_batch_lower_the_loss():
+def test_a_few_steps_on_one_batch_lower_the_loss(tmp_path):
     clip = generate(SyntheticConfig(width=128, height=72, num_frames=12, seed=6), progress=False)
     poses = estimate_poses(clip.frames)  # the real SfM path, as in shards
     cameras = Cameras(128, 72, 30.0, poses.K, poses.c2w, poses.frame_ids, poses.method, poses.scale)
@@ -37,3 +37,14 @@ def test_a_few_steps_on_one_batch_lower_the_loss():
     # the last three steps average 0.62 of the first three). The blanked border band and the
     # target views start far from their images; 40 Adam steps close a good part of the gap.
     assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses
+
+    # with LPIPS weights given, the objective gains an LPIPS term on the target views
+    from test_losses import lpips_files
+
+    backbone, linear = lpips_files(tmp_path)
+    paths = {"lpips_backbone": str(backbone), "lpips_linear": str(linear)}
+    config = LossConfig(render_backend="torch", lpips_weight=0.5, lpips_net="alex", **paths)
+    terms = training_losses(net, batch, config, perceptual_loss(config))
+    plain = training_losses(net, batch, LossConfig(render_backend="torch"))
+    assert terms["lpips"] > 0
+    assert torch.isclose(terms["total"], plain["total"] + terms["lpips"], rtol=1e-5)

@@ -36,7 +36,7 @@ from model.release import load_predictor
 from train.checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from train.config import OptimConfig, TrainConfig
 from train.data import BatchStream, check_shards, manifest_summary
-from train.objective import training_losses
+from train.objective import perceptual_loss, training_losses
 from train.trackers import RunLog
 from train.validate import validate, validation_batches
 
@@ -104,6 +104,8 @@ def train(config: TrainConfig) -> dict:
     optimizer = torch.optim.AdamW(net.parameters(), lr=optim.lr, betas=optim.betas,
                                   weight_decay=optim.weight_decay)  # fmt: skip
     net, optimizer = accelerator.prepare(net, optimizer)
+    perceptual = perceptual_loss(config.loss)
+    perceptual = perceptual.to(device) if perceptual is not None else None
     ema = ModelEmaV3(accelerator.unwrap_model(net), decay=config.ema_decay, use_warmup=True)
     accelerator.register_for_checkpointing(ema)
 
@@ -138,7 +140,8 @@ def train(config: TrainConfig) -> dict:
                                ema.module, resolved, config.keep_checkpoints)  # fmt: skip
 
     def run_validation() -> None:
-        metrics, grid = validate(ema.module, val_batches, device, config.loss, config.validation.grid_items)
+        metrics, grid = validate(ema.module, val_batches, device, config.loss, config.validation.grid_items,
+                                 perceptual)  # fmt: skip
         state["validation"] = {"step": step, **metrics}
         log.scalars({f"val/{k}": v for k, v in metrics.items()}, step)
         (run_dir / "val").mkdir(exist_ok=True)
@@ -162,7 +165,7 @@ def train(config: TrainConfig) -> dict:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             last = micro == optim.grad_accumulation - 1
             with nullcontext() if last else accelerator.no_sync(net):
-                terms = training_losses(net, batch, config.loss)
+                terms = training_losses(net, batch, config.loss, perceptual)
                 accelerator.backward(terms["total"] / optim.grad_accumulation)
             for name, value in terms.items():
                 terms_sum[name] = terms_sum.get(name, 0.0) + value.item() / optim.grad_accumulation

@@ -9,11 +9,13 @@ matrix there). Supervision is the complete frames, so blanked borders must be ex
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
+from model.losses.perceptual import LPIPS
 from model.network import GaussianPredictor, NetworkOutput
 from model.render import RenderOutput, render
 
@@ -26,6 +28,26 @@ class LossConfig:
     scale_weight: float = 0.01
     offset_weight: float = 0.01
     render_backend: str = "auto"
+    # LPIPS on the target views, only with local weights: a torchvision state dict for the
+    # net and the LPIPS release's linear weights for it
+    lpips_weight: float = 0.0
+    lpips_net: str = "vgg"
+    lpips_backbone: str | None = None
+    lpips_linear: str | None = None
+
+
+def perceptual_loss(config: LossConfig) -> LPIPS | None:
+    """The LPIPS module the config asks for, or None; a clear error when its weights are missing."""
+    if config.lpips_weight <= 0:
+        return None
+    if not config.lpips_backbone or not config.lpips_linear:
+        raise ValueError(
+            "loss.lpips_weight > 0 needs loss.lpips_backbone and loss.lpips_linear (local files)"
+        )
+    for path in (config.lpips_backbone, config.lpips_linear):
+        if not Path(path).is_file():
+            raise ValueError(f"LPIPS weights {path}: no such file")
+    return LPIPS.from_files(config.lpips_net, config.lpips_backbone, config.lpips_linear)
 
 
 def render_views(
@@ -42,15 +64,16 @@ def render_views(
 
 
 def training_losses(
-    net: GaussianPredictor, batch: dict[str, Tensor], config: LossConfig
+    net: GaussianPredictor, batch: dict[str, Tensor], config: LossConfig, perceptual: LPIPS | None = None
 ) -> dict[str, Tensor]:
     """Weighted loss terms and their sum (``total``) for a collated batch of training items."""
-    return loss_terms(*render_views(net, batch, config.render_backend), batch, config)
+    return loss_terms(*render_views(net, batch, config.render_backend), batch, config, perceptual)
 
 
 def loss_terms(
-    out: NetworkOutput, rendered: RenderOutput, batch: dict[str, Tensor], config: LossConfig
-) -> dict[str, Tensor]:
+    out: NetworkOutput, rendered: RenderOutput, batch: dict[str, Tensor], config: LossConfig,
+    perceptual: LPIPS | None = None,
+) -> dict[str, Tensor]:  # fmt: skip
     """The weighted terms for predictions already made and rendered (validation reuses the renders)."""
     source_loss = photometric_loss(rendered.color[:, 0], batch["source_full"])
     targets = batch["targets"]
@@ -65,5 +88,8 @@ def loss_terms(
         "scale": config.scale_weight * scale_regulariser(out.scale, out.depth, batch["source_K"][:, 0, 0]),
         "offset": config.offset_weight * offset_regulariser(out.offset, out.depth),
     }
+    if perceptual is not None:
+        renders = rendered.color[:, 1:].flatten(0, 1)
+        terms["lpips"] = config.lpips_weight * perceptual(renders, targets.flatten(0, 1)).mean()
     terms["total"] = sum(terms.values())
     return terms

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
+from model.losses.perceptual import LPIPS
 from model.losses.photometric import dssim
 from model.network import GaussianPredictor
 from train.data import DataConfig, training_stream
@@ -51,6 +52,7 @@ def validate(
     device: torch.device,
     loss: LossConfig,
     grid_items: int = 4,
+    perceptual: LPIPS | None = None,
 ) -> tuple[dict[str, float], Tensor]:
     """Mean metrics (and the training objective, ``loss``) over the batches, and an image grid:
     input | render | target | render."""
@@ -62,7 +64,7 @@ def validate(
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         out, rendered = render_views(net, batch, loss.render_backend)
-        sums["loss"].append(loss_terms(out, rendered, batch, loss)["total"].reshape(1))
+        sums["loss"].append(loss_terms(out, rendered, batch, loss, perceptual)["total"].reshape(1))
         color = rendered.color.clamp(0, 1)
         source, targets = batch["source_full"], batch["targets"]
         sums["psnr_source"].append(psnr(color[:, 0], source))
