@@ -194,10 +194,14 @@ def training_stream(
     return wds.DataPipeline(*shards, wds.tarfile_to_samples(), shuffled, items)
 
 
+def _manifest_beside(url: str) -> Path:
+    return Path(url.removeprefix("file://")).parent / MANIFEST
+
+
 def check_shards(config: DataConfig, rank: int = 0, world: int = 1) -> None:
     """Fail before training starts if this rank's first shard is unreadable or of another schema."""
     first = rank_shards(config.shards, rank, world)[0]
-    manifest = Path(first.removeprefix("file://")).parent / MANIFEST
+    manifest = _manifest_beside(first)
     if manifest.is_file():
         version = json.loads(manifest.read_text()).get("schema_version")
         if version != SCHEMA_VERSION:
@@ -207,8 +211,7 @@ def check_shards(config: DataConfig, rank: int = 0, world: int = 1) -> None:
 
 def manifest_summary(pattern: str) -> dict | None:
     """The dataset's manifest without its per-shard and per-rejection lists (for model cards)."""
-    first = rank_shards(pattern)[0]
-    manifest = Path(first.removeprefix("file://")).parent / MANIFEST
+    manifest = _manifest_beside(rank_shards(pattern)[0])
     if not manifest.is_file():
         return None
     full = json.loads(manifest.read_text())

@@ -1,0 +1,104 @@
+"""Camera-path smoothing: a Gaussian window over poses, rotations by quaternion averaging.
+
+Each smoothed pose is the Gaussian-weighted mean of the poses around it: camera centres by a
+weighted mean, rotations by the weighted quaternion average of Markley et al. (2007), the
+unit quaternion maximising ``sum_i w_i (q . q_i)^2``, which is the top eigenvector of
+``sum_i w_i q_i q_i^T`` and does not care about quaternion signs. GaVS smooths with a 31-frame
+window and sigma 4 (``GAVS_SIGMA``); ``strength`` scales sigma, and the window stays at
+``2 * round(3.75 * sigma) + 1`` frames so strength 1 is exactly GaVS's setting.
+
+At the ends, the path is extended by point reflection (``p_{-k} = 2 a - p_k``,
+``R_{-k} = A R_k^T A``) about an anchor ``(A, a)``: a weighted straight-line fit to the
+window of frames at the end, evaluated at the end. A steady pan or dolly so keeps its speed up to the last
+frame instead of slowing into the end, and the end frame's own shake is smoothed too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from model.cameras import axis_angle_to_matrix, make_pose, matrix_to_quat, quat_to_matrix
+
+GAVS_SIGMA = 4.0  # frames; GaVS's window is 31 frames
+
+
+def window_for(sigma: float) -> int:
+    return 2 * round(3.75 * sigma) + 1
+
+
+def _log_rotation(R: Tensor) -> Tensor:
+    """Axis-angle vectors ``[..., 3]`` of rotations ``[..., 3, 3]``."""
+    q = matrix_to_quat(R)
+    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
+    v = q[..., 1:]
+    norm = v.norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(norm, q[..., :1])
+    return torch.where(norm > 1e-12, v / norm.clamp(min=1e-300) * angle, 2 * v)
+
+
+def _end_anchor(c2w: Tensor) -> Tensor:
+    """The pose at frame 0 of a straight-line fit to ``c2w`` (one window of frames; rotations
+    in the tangent space of frame 0). Reflecting about this, not about frame 0 itself, keeps
+    a trend at the end without pinning the end frame's own shake."""
+    k = torch.arange(len(c2w), dtype=c2w.dtype, device=c2w.device)
+    design = torch.stack([torch.ones_like(k), k], -1)
+
+    def intercept(values: Tensor) -> Tensor:
+        return torch.linalg.lstsq(design, values).solution[0]
+
+    R0 = c2w[0, :3, :3]
+    omega = intercept(_log_rotation(R0.T @ c2w[:, :3, :3]))
+    return make_pose(R0 @ axis_angle_to_matrix(omega), intercept(c2w[:, :3, 3]))
+
+
+def _reflect(c2w: Tensor, radius: int) -> Tensor:
+    """The path extended by ``radius`` poses at each end, point-reflected about the end anchors."""
+    count = len(c2w)
+    radius = min(radius, count - 1)
+    if radius == 0:
+        return c2w
+
+    def mirrored(anchor: Tensor, others: Tensor) -> Tensor:
+        A, a = anchor[:3, :3], anchor[:3, 3]
+        rotations = A @ others[:, :3, :3].transpose(-1, -2) @ A
+        return make_pose(rotations, 2 * a - others[:, :3, 3])
+
+    span = min(count, 2 * radius + 1)
+    head = mirrored(_end_anchor(c2w[:span]), c2w[1 : radius + 1].flip(0))
+    tail = mirrored(_end_anchor(c2w.flip(0)[:span]), c2w[-radius - 1 : -1].flip(0))
+    return torch.cat([head, c2w, tail])
+
+
+def average_quaternions(quats: Tensor, weights: Tensor) -> Tensor:
+    """Weighted average ``[..., 4]`` of unit quaternions ``[..., N, 4]`` with weights ``[..., N]``."""
+    M = torch.einsum("...n,...ni,...nj->...ij", weights, quats, quats)
+    _, vectors = torch.linalg.eigh(M)
+    mean = vectors[..., -1]
+    return mean * torch.where(mean[..., :1] < 0, -1.0, 1.0)  # w >= 0, for a stable sign
+
+
+def smooth_path(c2w: Tensor, strength: float = 1.0, sigma: float = GAVS_SIGMA) -> Tensor:
+    """Smoothed camera-to-world poses ``[T, 4, 4]`` for ``c2w [T, 4, 4]``; strength 0 is the input."""
+    if strength < 0:
+        raise ValueError(f"strength must be >= 0, got {strength}")
+    sigma = sigma * strength
+    if sigma == 0 or len(c2w) < 2:
+        return c2w.clone()
+    window = window_for(sigma)
+    radius = window // 2
+    padded = _reflect(c2w, radius)
+    pad = (len(padded) - len(c2w)) // 2
+    offsets = torch.arange(-radius, radius + 1, dtype=c2w.dtype, device=c2w.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    # frame t averages padded[t + pad - radius ... t + pad + radius]; indices beyond a short
+    # clip's reflected ends get weight zero
+    index = torch.arange(len(c2w), device=c2w.device)[:, None] + pad + offsets.long()[None]
+    inside = (index >= 0) & (index < len(padded))
+    weights = kernel[None] * inside
+    weights = weights / weights.sum(-1, keepdim=True)
+    index = index.clamp(0, len(padded) - 1)
+    centres = (weights[..., None] * padded[index, :3, 3]).sum(1)
+    quats = matrix_to_quat(padded[:, :3, :3])[index]
+    rotations = quat_to_matrix(average_quaternions(quats, weights))
+    return make_pose(rotations, centres)
