@@ -1,0 +1,29 @@
+"""The padded input canvas: the network sees each frame inside a larger, partly empty image.
+
+Padding every side by a share of the frame (GaVS-style scene extrapolation uses about 12%)
+gives the network room to predict Gaussians beyond the frame edge, which the re-rendered,
+stabilized view needs where it looks past the original frame. The validity channel marks the
+padding, exactly as the border bands of pretraining do, and ``K`` moves with the origin.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from model.cameras import pad_intrinsics
+
+
+def pad_amounts(height: int, width: int, fraction: float) -> tuple[int, int]:
+    """Rows and columns added on each side."""
+    return round(height * fraction), round(width * fraction)
+
+
+def pad_canvas(images: Tensor, K: Tensor, fraction: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``images [B, 3, H, W]``, ``K [B, 3, 3]`` -> padded images (zeros outside), validity
+    ``[B, 1, H', W']`` and the padded canvas's ``K``."""
+    B, _, H, W = images.shape
+    rows, cols = pad_amounts(H, W, fraction)
+    padded = F.pad(images, (cols, cols, rows, rows))
+    valid = F.pad(images.new_ones(B, 1, H, W), (cols, cols, rows, rows))
+    return padded, valid, pad_intrinsics(K, cols, rows)
