@@ -1,0 +1,291 @@
+"""Stage 3 of gavs-stabilize: test-time finetuning of the Gaussian predictor on one clip.
+
+Each step takes a window of ``batch`` source frames at one of several strides (GaVS: 1, 3, 5)
+and renders every source's Gaussians, in one batched call, into its own camera and into
+``neighbours`` frames within ``max_offset`` of it. The loss:
+
+- **photometric, dynamics-aware:** the camera-induced flow (predicted depth through the
+  relative pose) is subtracted from the observed DIS flow; what remains above
+  ``dynamic_threshold_px`` is object motion. Target pixels that the moving object covers,
+  at its rendered or its true position, are left out of the static term. The moving pixels
+  themselves are compared where they really are: the render at the camera-flow position
+  against the target at the observed-flow position, which warps the target's moving pixels
+  back to the source time. Occluded pixels (forward-backward check), disoccluded borders
+  (target pixels that map outside the source frame) and render holes are excluded;
+- **cross-frame consistency:** the per-pixel attribute maps (opacity, scale in pixel
+  footprints, rotation, colour) of the window's frames, flow-warped to its first frame, are
+  pulled towards that frame's on static, unoccluded pixels;
+- **sparse depth** from the SfM points (scale-invariant), and the scale and offset
+  regularisers of pretraining.
+
+Steps scale with the clip's length (``steps_per_frame``); the learning rate follows a cosine.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from data_prep.poses import ClipPoses
+from infer.canvas import pad_amounts, pad_canvas
+from model.cameras import pixel_centers, project, relative_pose, unproject
+from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
+from model.network import GaussianPredictor, NetworkOutput
+from model.render import render
+
+MIN_SPARSE_DEPTH, MAX_SPARSE_DEPTH = 0.05, 20.0  # scene units: poses are scaled to median depth 1
+
+
+@dataclass
+class FinetuneConfig:
+    steps_per_frame: float = 3.0
+    min_steps: int = 60
+    max_steps: int = 1500
+    lr: float = 5e-4
+    min_lr: float = 5e-5
+    strides: tuple[int, ...] = (1, 3, 5)
+    batch: int = 5  # source frames per step
+    neighbours: int = 4  # target views per source
+    max_offset: int = 10  # frames
+    pad: float = 0.12  # share of each side added around the input frame
+    dynamic_threshold_px: float = 2.0
+    moving_weight: float = 1.0
+    consistency_weight: float = 0.05
+    depth_weight: float = 0.1
+    scale_weight: float = 0.01
+    offset_weight: float = 0.01
+    max_points: int = 512
+    render_backend: str = "auto"
+    seed: int = 0
+
+
+def step_count(frames: int, config: FinetuneConfig) -> int:
+    return int(min(config.max_steps, max(config.min_steps, round(config.steps_per_frame * frames))))
+
+
+class FlowCache:
+    """DIS flow and its forward-backward occlusion mask between frame pairs, computed on demand."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.flow = lru_cache(maxsize=512)(self._flow)
+
+    def _flow(self, a: int, b: int) -> np.ndarray:
+        return self.dis.calc(self.gray[a], self.gray[b], None)
+
+    def pair(self, a: int, b: int) -> tuple[Tensor, Tensor]:
+        """Flow a -> b ``[H, W, 2]`` and ``[H, W]`` True where it is trustworthy (consistent, inside)."""
+        forward, backward = self.flow(a, b), self.flow(b, a)
+        height, width = forward.shape[:2]
+        grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
+        landing = grid + forward
+        back = cv2.remap(
+            backward, landing[..., 0], landing[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        consistent = ((forward + back) ** 2).sum(-1) <= 0.01 * (
+            (forward**2).sum(-1) + (back**2).sum(-1)
+        ) + 0.5
+        inside = (landing[..., 0] >= 0) & (landing[..., 0] <= width - 1) & (landing[..., 1] >= 0)
+        inside &= landing[..., 1] <= height - 1
+        return torch.from_numpy(forward), torch.from_numpy(consistent & inside)
+
+
+def _sample(image: Tensor, uv: Tensor) -> Tensor:
+    """Bilinear samples of ``image [B, C, H, W]`` at pixel coordinates ``uv [B, H', W', 2]``."""
+    height, width = image.shape[-2:]
+    grid = torch.stack([uv[..., 0] / width * 2 - 1, uv[..., 1] / height * 2 - 1], -1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _splat(mask: Tensor, uv: Tensor, height: int, width: int) -> Tensor:
+    """Target-space mask ``[H, W]``: pixels that ``uv[mask]`` land on, grown by one pixel."""
+    out = torch.zeros(height * width, device=uv.device)
+    points = uv[mask].floor().long()
+    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+    points = points[inside]
+    out[points[:, 1] * width + points[:, 0]] = 1
+    return F.max_pool2d(out.view(1, 1, height, width), 3, 1, 1)[0, 0] > 0
+
+
+def attribute_maps(out: NetworkOutput, height: int, width: int, K: Tensor) -> Tensor:  # K [B, 3, 3]
+    """``[B, C, H, W]`` per-pixel attributes of every layer: opacity, scale in pixel footprints,
+    rotation and colour (the quantities the consistency term compares across frames)."""
+    B, L = out.opacity.shape[:2]
+    quats = (
+        out.gaussians.quats.reshape(B, L, height * width, 4).transpose(-1, -2).reshape(B, L, 4, height, width)
+    )
+    colours = out.gaussians.colors.reshape(B, L, height * width, 3).transpose(-1, -2)
+    colours = colours.reshape(B, L, 3, height, width)
+    footprint = out.depth[:, :, None] / K[:, 0, 0].view(B, 1, 1, 1, 1)
+    maps = [
+        out.opacity[:, :, None],
+        torch.log(out.scale / footprint),
+        quats * quats[:, :, :1].sign(),
+        colours,
+    ]
+    return torch.cat(maps, 2).flatten(1, 2)
+
+
+class ClipFinetuner:
+    """Holds the clip's tensors and flow; ``step()`` runs one optimisation step."""
+
+    def __init__(self, net: GaussianPredictor, frames: np.ndarray, poses: ClipPoses, config: FinetuneConfig,
+                 device: torch.device) -> None:  # fmt: skip
+        self.net, self.config, self.device = net, config, device
+        posed = frames[poses.frame_ids]
+        self.images = torch.from_numpy(posed).permute(0, 3, 1, 2).float().div(255).to(device)
+        self.count, _, self.height, self.width = self.images.shape
+        self.K = torch.from_numpy(poses.K).float().to(device)
+        self.c2w = torch.from_numpy(poses.c2w).float().to(device)
+        self.observations = torch.from_numpy(poses.observations).float().to(device)
+        self.flows = FlowCache(posed)
+        self.rng = random.Random(config.seed)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+        self.total_steps = step_count(self.count, config)
+        self.pixels = pixel_centers(self.height, self.width, device=device)  # [H, W, 2]
+
+    def _window(self) -> tuple[list[int], list[list[int]]]:
+        cfg = self.config
+        strides = [s for s in cfg.strides if s * (min(cfg.batch, self.count) - 1) < self.count] or [1]
+        stride = self.rng.choice(strides)
+        size = min(cfg.batch, (self.count - 1) // stride + 1)
+        start = self.rng.randrange(self.count - stride * (size - 1))
+        sources = [start + stride * i for i in range(size)]
+        targets = []
+        for s in sources:
+            near = [
+                t
+                for t in range(max(0, s - cfg.max_offset), min(self.count, s + cfg.max_offset + 1))
+                if t != s
+            ]
+            targets.append(self.rng.sample(near, min(cfg.neighbours, len(near))))
+        width = min(len(t) for t in targets)
+        return sources, [t[:width] for t in targets]
+
+    def _sparse_points(self, sources: list[int], rows: int, cols: int) -> tuple[Tensor, Tensor, Tensor]:
+        M = self.config.max_points
+        uv = torch.zeros(len(sources), M, 2, device=self.device)
+        depth = torch.zeros(len(sources), M, device=self.device)
+        valid = torch.zeros(len(sources), M, dtype=torch.bool, device=self.device)
+        for i, s in enumerate(sources):
+            mine = self.observations[self.observations[:, 0] == s]
+            # SfM keeps the odd point almost at a camera centre (depth 1e-6 where the median
+            # is 1); one such point dominates a log-depth variance
+            mine = mine[(mine[:, 3] > MIN_SPARSE_DEPTH) & (mine[:, 3] < MAX_SPARSE_DEPTH)][:M]
+            uv[i, : len(mine)] = mine[:, 1:3] + torch.tensor([cols, rows], device=self.device)
+            depth[i, : len(mine)], valid[i, : len(mine)] = mine[:, 3], True
+        return uv, depth, valid
+
+    def losses(self, sources: list[int], targets: list[list[int]]) -> dict[str, Tensor]:
+        cfg, H, W, K = self.config, self.height, self.width, self.K
+        B, N = len(sources), len(targets[0])
+        src = torch.tensor(sources, device=self.device)
+        tgt = torch.tensor(targets, device=self.device)  # [B, N]
+        padded, valid, K_pad = pad_canvas(self.images[src], K.expand(B, 3, 3), cfg.pad)
+        out = self.net(padded, K_pad, valid)
+        rows, cols = pad_amounts(H, W, cfg.pad)
+
+        src_to_tgt = relative_pose(self.c2w[src][:, None].expand(B, N, 4, 4), self.c2w[tgt])  # [B, N, 4, 4]
+        identity = torch.eye(4, device=self.device).expand(B, 1, 4, 4)
+        rendered = render(out.gaussians, torch.cat([identity, src_to_tgt], 1), K.expand(B, N + 1, 3, 3), W, H,
+                          backend=cfg.render_backend)  # fmt: skip
+        color, alpha = rendered.color, rendered.alpha[:, :, 0]
+
+        # camera-induced flow of every source pixel from the predicted front-layer depth
+        depth = out.depth[:, 0, rows : rows + H, cols : cols + W].detach()  # [B, H, W]
+        cam_points = unproject(self.pixels.expand(B, H, W, 2), depth, K)
+        moved = (
+            torch.einsum("bnij,bhwj->bnhwi", src_to_tgt[..., :3, :3], cam_points)
+            + src_to_tgt[..., None, None, :3, 3]
+        )
+        camera_uv, _ = project(moved, K)  # [B, N, H, W, 2]
+
+        static_terms, moving_terms = [], []
+        for b in range(B):
+            for n in range(N):
+                flow, trusted = (t.to(self.device) for t in self.flows.pair(sources[b], targets[b][n]))
+                observed_uv = self.pixels + flow
+                moving = ((observed_uv - camera_uv[b, n]).norm(dim=-1) > cfg.dynamic_threshold_px) & trusted
+                # target pixels: visible from the source (backward flow consistent and inside),
+                # not a hole, not covered by the moving object at either position
+                _, seen = self.flows.pair(targets[b][n], sources[b])
+                keep = seen.to(self.device) & (alpha[b, n + 1] > 0.5)
+                keep &= ~_splat(moving, camera_uv[b, n], H, W) & ~_splat(moving, observed_uv, H, W)
+                target_image = self.images[targets[b][n]][None]
+                static_terms.append(
+                    photometric_loss(color[b, n + 1][None], target_image, keep[None, None].float())
+                )
+                if moving.any():
+                    uv = torch.stack([camera_uv[b, n], observed_uv])[:, None]  # [2, 1, H, W, 2]
+                    at_render = _sample(color[b, n + 1][None], uv[0])[0][:, moving]
+                    at_target = _sample(target_image, uv[1])[0][:, moving]
+                    moving_terms.append((at_render - at_target).abs().mean())
+
+        terms = {
+            "source": photometric_loss(color[:, 0], self.images[src]),
+            "target": torch.stack(static_terms).mean(),
+            "moving": cfg.moving_weight
+            * (torch.stack(moving_terms).mean() if moving_terms else color.sum() * 0),
+            "consistency": cfg.consistency_weight * self._consistency(out, sources, K_pad, rows, cols),
+            "depth": cfg.depth_weight
+            * sparse_depth_loss(out.depth[:, :1], *self._sparse_points(sources, rows, cols)),
+            "scale": cfg.scale_weight * scale_regulariser(out.scale, out.depth, K_pad[:, 0, 0]),
+            "offset": cfg.offset_weight * offset_regulariser(out.offset, out.depth),
+        }
+        terms["total"] = sum(terms.values())
+        return terms
+
+    def _consistency(
+        self, out: NetworkOutput, sources: list[int], K_pad: Tensor, rows: int, cols: int
+    ) -> Tensor:
+        H, W = self.height, self.width
+        if len(sources) < 2:
+            return out.opacity.sum() * 0
+        maps = attribute_maps(out, H + 2 * rows, W + 2 * cols, K_pad)[:, :, rows : rows + H, cols : cols + W]
+        anchor, losses = maps[0], []
+        for j in range(1, len(sources)):
+            flow, trusted = (t.to(self.device) for t in self.flows.pair(sources[0], sources[j]))
+            warped = _sample(maps[j][None], (self.pixels + flow)[None])[0]
+            weight = trusted.float()[None]
+            losses.append(
+                ((warped - anchor).abs() * weight).sum() / (weight.sum() * maps.shape[1]).clamp(min=1)
+            )
+        return torch.stack(losses).mean()
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg = self.config
+        progress = step / max(1, self.total_steps - 1)
+        lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        terms = self.losses(*self._window())
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        self.optimizer.step()
+        return {k: v.item() for k, v in terms.items()} | {"lr": lr}
+
+
+def finetune(net: GaussianPredictor, frames: np.ndarray, poses: ClipPoses, config: FinetuneConfig,
+             device: torch.device, progress: bool = True) -> list[dict[str, float]]:  # fmt: skip
+    """Finetune ``net`` in place on the posed frames; returns the per-step loss terms."""
+    tuner = ClipFinetuner(net.to(device).train(), frames, poses, config, device)
+    curve = []
+    bar = tqdm(
+        range(tuner.total_steps), desc="finetune", unit="step", disable=not progress, dynamic_ncols=True
+    )
+    for step in bar:
+        curve.append(tuner.step(step))
+        bar.set_postfix(loss=f"{curve[-1]['total']:.4f}")
+    net.eval()
+    return curve
