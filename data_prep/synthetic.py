@@ -209,13 +209,29 @@ def smooth_path(config: SyntheticConfig) -> np.ndarray:
 def generate(config: SyntheticConfig, progress: bool | None = None) -> SyntheticClip:
     """Render a clip; ``progress=None`` shows a bar only on a terminal."""
     rng = np.random.default_rng(config.seed)
-    rects, textures = _build_scene(rng, config.moving_object)
+    scene = _build_scene(rng, config.moving_object)
     smooth = smooth_path(config)
     rot = np.deg2rad(_shake(rng, config.num_frames, config.fps, config.shake_rotation_deg))
     trans = _shake(rng, config.num_frames, config.fps, config.shake_translation)
     shake = make_pose(axis_angle_to_matrix(torch.from_numpy(rot)), torch.from_numpy(trans)).numpy()
     c2w = smooth @ shake  # the shake acts in the camera's own frame, like a hand holding it
+    frames, depth, dynamic = _render(scene, config, c2w, np.arange(config.num_frames), progress)
+    K = intrinsics_from_fov(config.width, config.height, config.hfov_deg).numpy()
+    return SyntheticClip(frames, depth, dynamic, K, c2w, smooth, config.fps)
 
+
+def render_views(config: SyntheticConfig, c2w: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The clip's scene seen from any cameras ``c2w [V, 4, 4]`` at frame times ``times [V]``
+    (which place the moving object): ground truth for re-rendered views, ``[V, H, W, 3]`` uint8."""
+    scene = _build_scene(np.random.default_rng(config.seed), config.moving_object)
+    return _render(scene, config, c2w, times, progress=False)[0]
+
+
+def _render(
+    scene: tuple[list[_Rect], list[np.ndarray]], config: SyntheticConfig, c2w: np.ndarray, times: np.ndarray,
+    progress: bool | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    rects, textures = scene
     w, h, ss = config.width, config.height, config.supersample
     K = intrinsics_from_fov(w, h, config.hfov_deg).numpy()
     K_inv = np.linalg.inv(K)
@@ -229,17 +245,16 @@ def generate(config: SyntheticConfig, progress: bool | None = None) -> Synthetic
         return np.concatenate([uv, np.ones((len(uv), 1))], -1) @ K_inv.T  # camera z = 1
 
     fine_rays, centre_rays = camera_rays(fine), camera_rays(centre)
-    frames = np.zeros((config.num_frames, h, w, 3), np.uint8)
-    depth = np.zeros((config.num_frames, h, w), np.float32)
-    dynamic = np.zeros((config.num_frames, h, w), bool)
-    for i in tqdm(
-        range(config.num_frames), desc="synthetic frames", disable=None if progress is None else not progress
-    ):
+    count = len(c2w)
+    frames = np.zeros((count, h, w, 3), np.uint8)
+    depth = np.zeros((count, h, w), np.float32)
+    dynamic = np.zeros((count, h, w), bool)
+    for i in tqdm(range(count), desc="synthetic frames", disable=None if progress is None else not progress):
         # The moving box drifts right and rises at a fixed speed (a few pixels a frame, as
         # people and cars move in real footage): a diagonal path, so part of its motion leaves
         # the epipolar lines of the sideways dolly (motion along them is invisible to any
         # two-view test).
-        offset = MOVING_VELOCITY * i
+        offset = MOVING_VELOCITY * times[i]
         R, origin = c2w[i, :3, :3], c2w[i, :3, 3]
         colour, _, _ = _cast(rects, textures, origin, fine_rays @ R.T, offset)
         colour = colour.reshape(h, ss, w, ss, 3).mean(axis=(1, 3))
@@ -247,7 +262,7 @@ def generate(config: SyntheticConfig, progress: bool | None = None) -> Synthetic
         _, lam, moving = _cast(rects, textures, origin, centre_rays @ R.T, offset)
         depth[i] = lam.reshape(h, w)
         dynamic[i] = moving.reshape(h, w)
-    return SyntheticClip(frames, depth, dynamic, K, c2w, smooth, config.fps)
+    return frames, depth, dynamic
 
 
 def write_clip(

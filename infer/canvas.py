@@ -3,7 +3,9 @@
 Padding every side by a share of the frame (GaVS-style scene extrapolation uses about 12%)
 gives the network room to predict Gaussians beyond the frame edge, which the re-rendered,
 stabilized view needs where it looks past the original frame. The validity channel marks the
-padding, exactly as the border bands of pretraining do, and ``K`` moves with the origin.
+padding, exactly as the border bands of pretraining do, and ``K`` moves with the origin. The
+padding repeats the frame's edge pixels (as pretraining's bands do): a fresh network then
+starts from stretched edges rather than black, and its colour residuals refine them.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ def pad_amounts(height: int, width: int, fraction: float) -> tuple[int, int]:
 
 
 def pad_canvas(images: Tensor, K: Tensor, fraction: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``images [B, 3, H, W]``, ``K [B, 3, 3]`` -> padded images (zeros outside), validity
+    """``images [B, 3, H, W]``, ``K [B, 3, 3]`` -> padded images (edges replicated), validity
     ``[B, 1, H', W']`` and the padded canvas's ``K``."""
     B, _, H, W = images.shape
     rows, cols = pad_amounts(H, W, fraction)
-    padded = F.pad(images, (cols, cols, rows, rows))
+    padded = F.pad(images, (cols, cols, rows, rows), mode="replicate")
     valid = F.pad(images.new_ones(B, 1, H, W), (cols, cols, rows, rows))
     return padded, valid, pad_intrinsics(K, cols, rows)

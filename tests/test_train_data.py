@@ -64,12 +64,22 @@ def test_targets_are_nearby_and_relative_poses_match():
     assert torch.allclose(relative_pose(c2w[3], c2w[5])[0, 3], torch.tensor(-2 * 0.5 / 9), atol=1e-6)
 
 
-def test_border_band_is_blanked_and_marked_invalid():
+def test_border_band_repeats_the_edge_and_is_marked_invalid():
     config = DataConfig(size=(48, 64), items_per_clip=40, border_probability=1.0, border_fraction=0.125)
     for item in clip_items(clip(), config, random.Random(2)):
         invalid = item["source_valid"][0] == 0
         assert invalid.sum() in (8 * 48, 6 * 64)  # one band of 12.5% along one side
-        assert item["source"][:, invalid].abs().max() == 0
+        # the band repeats the nearest real row or column of the complete frame
+        full, source = item["source_full"], item["source"]
+        if invalid[:, 0].all():
+            assert torch.equal(source[:, :, :8], full[:, :, 8:9].expand(3, 48, 8))
+        elif invalid[:, -1].all():
+            assert torch.equal(source[:, :, -8:], full[:, :, -9:-8].expand(3, 48, 8))
+        elif invalid[0].all():
+            assert torch.equal(source[:, :6], full[:, 6:7].expand(3, 6, 64))
+        else:
+            assert torch.equal(source[:, -6:], full[:, -7:-6].expand(3, 6, 64))
+        assert torch.equal(source[:, ~invalid], full[:, ~invalid])
         assert item["targets"].abs().sum() > 0  # targets stay complete
 
 

@@ -12,7 +12,8 @@ same data. Each clip yields ``items_per_clip`` items:
 - one random crop (a share of the frame between ``min_crop`` and 1, the same for the source
   and the targets) resized to ``size``, with every ``K`` updated to match;
 - border-extrapolation training: with probability ``border_probability``, a band of
-  ``border_fraction`` of the width or height along one side of the source is blanked and
+  ``border_fraction`` of the width or height along one side of the source is replaced by
+  its last real row or column (edge replication, like the stabilizer's padded canvas) and
   marked invalid, while the targets stay complete, so the network learns to predict
   Gaussians beyond what it sees;
 - the source's sparse SfM observations in the crop's pixels, padded to ``max_points``.
@@ -88,19 +89,22 @@ def clip_items(
         views = [source, *targets]
         images, K = _crop_resize(frames[views], Ks[views], box, config.size)
         valid = torch.ones(1, *config.size)
+        source_image = images[0]
         if rng.random() < config.border_probability:
             side = rng.choice(("left", "right", "top", "bottom"))
             band_w = round(config.size[1] * config.border_fraction)
             band_h = round(config.size[0] * config.border_fraction)
-            bands = {
-                "left": (slice(None), slice(0, band_w)),
-                "right": (slice(None), slice(-band_w, None)),
-                "top": (slice(0, band_h), slice(None)),
-                "bottom": (slice(-band_h, None), slice(None)),
+            H, W = config.size
+            kept_and_pad = {  # the part that stays, and F.pad's (left, right, top, bottom)
+                "left": ((slice(None), slice(band_w, None)), (band_w, 0, 0, 0)),
+                "right": ((slice(None), slice(0, W - band_w)), (0, band_w, 0, 0)),
+                "top": ((slice(band_h, None), slice(None)), (0, 0, band_h, 0)),
+                "bottom": ((slice(0, H - band_h), slice(None)), (0, 0, 0, band_h)),
             }
-            band = bands[side]
-            valid[(0, *band)] = 0
-        source_image = images[0] * valid
+            kept, pad = kept_and_pad[side]
+            valid = F.pad(valid[(slice(None), *kept)], pad)
+            # the band repeats the last real row or column, as the stabilizer's padded canvas does
+            source_image = F.pad(images[0][(slice(None), *kept)][None], pad, mode="replicate")[0]
 
         # sparse observations of the source frame, moved into the crop's pixels
         uv = torch.zeros(config.max_points, 2)
@@ -115,7 +119,7 @@ def clip_items(
             moved, z = moved[inside][: config.max_points], mine[inside, 3][: config.max_points]
             uv[: len(moved)], depth[: len(moved)], point_valid[: len(moved)] = moved, z, True
         yield {
-            "source": source_image,  # the network's input: the border band blanked
+            "source": source_image,  # the network's input: the border band edge-replicated
             "source_full": images[0],  # the supervision: the whole source frame
             "source_valid": valid,
             "source_K": K[0],
