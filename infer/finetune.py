@@ -36,6 +36,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from data_prep.poses import ClipPoses
+from data_prep.priors import occlusion
 from infer.canvas import pad_amounts, pad_canvas
 from model.cameras import pixel_centers, project, relative_pose, unproject
 from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
@@ -86,18 +87,8 @@ class FlowCache:
     def pair(self, a: int, b: int) -> tuple[Tensor, Tensor]:
         """Flow a -> b ``[H, W, 2]`` and ``[H, W]`` True where it is trustworthy (consistent, inside)."""
         forward, backward = self.flow(a, b), self.flow(b, a)
-        height, width = forward.shape[:2]
-        grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
-        landing = grid + forward
-        back = cv2.remap(
-            backward, landing[..., 0], landing[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        consistent = ((forward + back) ** 2).sum(-1) <= 0.01 * (
-            (forward**2).sum(-1) + (back**2).sum(-1)
-        ) + 0.5
-        inside = (landing[..., 0] >= 0) & (landing[..., 0] <= width - 1) & (landing[..., 1] >= 0)
-        inside &= landing[..., 1] <= height - 1
-        return torch.from_numpy(forward), torch.from_numpy(consistent & inside)
+        occluded = occlusion(forward[None], backward[None])[0]  # prep's forward-backward test
+        return torch.from_numpy(forward), torch.from_numpy(~occluded)
 
 
 def _sample(image: Tensor, uv: Tensor) -> Tensor:
