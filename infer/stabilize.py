@@ -134,9 +134,8 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
         timings[name] = round(time.perf_counter() - start, 3)
 
     t = time.perf_counter()
-    clip, poses_cached = decode_and_pose(video, work_dir, config.resolution, config.max_frames, config.poses)
-    poses_key = cache_key(
-        "poses/1", sha256(video), config.resolution, config.max_frames, asdict(config.poses)
+    clip, poses_key, poses_cached = decode_and_pose(
+        video, work_dir, config.resolution, config.max_frames, config.poses
     )
     timed("poses", t)
 
