@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             raise VideoError(f"{args.input}: no such file")
         report = stabilize(args.input, args.output, config, args.checkpoint, args.work_dir, args.side_by_side,
                            evaluate_output=not args.no_eval, progress=not args.quiet)  # fmt: skip
-    except (ConfigError, VideoError, PoseError, ReleaseError, OSError) as err:
+    except PoseError as err:
+        print(f"gavs-stabilize: error: {args.input}: no camera poses could be estimated (too short, "
+              f"static or textureless?): {err}", file=sys.stderr)  # fmt: skip
+        return 2
+    except (ConfigError, VideoError, ReleaseError, OSError) as err:
         print(f"gavs-stabilize: error: {err}", file=sys.stderr)
         return 2
     summary = f"wrote {report['output']} ({report['frames']} frames, {report['posed_frames']} posed"
