@@ -62,15 +62,16 @@ def decode_and_pose(
     resolution: int,
     max_frames: int | None = None,
     config: PoseConfig | None = None,
-) -> tuple[PosedClip, bool]:
-    """The posed clip and whether it came from the cache. Raises VideoError or PoseError."""
+) -> tuple[PosedClip, str, bool]:
+    """The posed clip, its cache key (later stages build on it), and whether it came from the
+    cache. Raises VideoError or PoseError."""
     config = config or PoseConfig()
     key = cache_key("poses/1", sha256(video), resolution, max_frames, asdict(config))
     path = work_dir / "poses" / f"{key}.npz"
     if path.is_file():
-        return _load(path), True
+        return _load(path), key, True
     decoded = ingest(video, max_side=resolution, max_frames=max_frames)
     clip = PosedClip(decoded.frames, decoded.fps, decoded.source_size, estimate_poses(decoded.frames, config))
     path.parent.mkdir(parents=True, exist_ok=True)
     _save(path, clip)
-    return clip, False
+    return clip, key, False

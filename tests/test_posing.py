@@ -13,14 +13,14 @@ def test_poses_are_cached_by_content_and_settings(tmp_path):
     clip = generate(SyntheticConfig(width=128, height=72, num_frames=12, seed=3), progress=False)
     video = tmp_path / "in.mp4"
     write_video(video, clip.frames, fps=30)
-    first, cached = decode_and_pose(video, tmp_path / "work", resolution=128)
+    first, key, cached = decode_and_pose(video, tmp_path / "work", resolution=128)
     assert not cached and first.frames.shape == (12, 72, 128, 3) and first.fps == 30
     assert len(first.poses.frame_ids) == 12 and first.poses.method in ("global", "incremental")
-    again, cached = decode_and_pose(video, tmp_path / "work", resolution=128)
-    assert cached and np.array_equal(again.poses.c2w, first.poses.c2w)
+    again, key_again, cached = decode_and_pose(video, tmp_path / "work", resolution=128)
+    assert cached and key_again == key and np.array_equal(again.poses.c2w, first.poses.c2w)
     assert np.array_equal(again.frames, first.frames) and again.poses.method == first.poses.method
-    _, cached = decode_and_pose(video, tmp_path / "work", resolution=96)  # another setting: recomputed
-    assert not cached
+    _, other, cached = decode_and_pose(video, tmp_path / "work", resolution=96)  # another setting: recomputed
+    assert not cached and other != key
 
 
 def test_unreadable_and_unposable_clips_raise(tmp_path):
