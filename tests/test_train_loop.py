@@ -95,8 +95,14 @@ def test_resume_after_a_signal_repeats_the_uninterrupted_losses(pretrain_shards,
     assert train_main([*common, f"run_dir={preempted}"]) == 0
     expected, resumed = losses(straight), losses(preempted)
     assert sorted(resumed) == list(range(1, 13))  # lines logged after the checkpoint were replaced
+    # CPU kernels are not bitwise reproducible across processes (their vector paths depend on
+    # memory alignment): the two runs drift apart by a few 1e-6 relative (measured up to 3.3e-6
+    # by step 9). A wrong batch or a reset optimizer changes the loss by percents, so 1e-4 still
+    # catches any resume that is not exact.
     for step in range(stopped_at + 1, 13):
-        assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-4), step
+    changes = [abs(expected[s + 1] / expected[s] - 1) for s in range(1, 12)]
+    assert min(changes) > 1e-3  # consecutive batches do differ by far more than the tolerance
 
 
 def test_two_processes_read_disjoint_shards(pretrain_shards, tmp_path):
