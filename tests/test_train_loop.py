@@ -156,6 +156,7 @@ def test_checkpoint_of_another_architecture_is_refused(trained, pretrain_shards,
     assert train_main([*args, "network.layers=3"]) == 2
     err = capsys.readouterr().err
     assert "holds a different network (backbone=resnet18, layers=2" in err and "layers=3" in err
+    assert not (run_dir / "config.yaml").exists()  # the refused run wrote nothing
     ema = trained / "checkpoints" / "step_00000040" / "ema"
     fresh = [f"init_from={ema}", "network.backbone=resnet34", f"run_dir={tmp_path / 'fresh'}"]
     assert train_main([*args, *fresh]) == 2

@@ -90,13 +90,6 @@ def train(config: TrainConfig) -> dict:
     check_shards(config.data, rank, world)
     set_seed(config.seed)
     resolved = config_yaml(config)
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(resolved)
-        summary = manifest_summary(config.data.shards)
-        if summary is not None:
-            (run_dir / "data_manifest.json").write_text(json.dumps(summary, indent=1))
-
     net = GaussianPredictor(config.network)
     if config.init_from:
         net.load_state_dict(load_predictor(config.init_from, expected=config.network).state_dict())
@@ -120,6 +113,12 @@ def train(config: TrainConfig) -> dict:
             state["world"] = world
         accelerator.print(f"resumed from {previous[-1]} at step {state['step']}")
     step = state["step"]
+    if accelerator.is_main_process:  # only now: a refused resume must not overwrite the run's record
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(resolved)
+        summary = manifest_summary(config.data.shards)
+        if summary is not None:
+            (run_dir / "data_manifest.json").write_text(json.dumps(summary, indent=1))
     batches = BatchStream(config.data, config.batch_size, config.num_workers,
                           segment_batches=config.checkpoint_every * optim.grad_accumulation,
                           rank=rank, world=world, position=data_state["position"])  # fmt: skip
