@@ -40,6 +40,7 @@ from data_prep.priors import occlusion
 from infer.canvas import pad_amounts, pad_canvas
 from model.cameras import pixel_centers, project, relative_pose, unproject
 from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
+from model.losses.photometric import photometric_error
 from model.network import GaussianPredictor, NetworkOutput
 from model.render import render
 
@@ -99,13 +100,16 @@ def _sample(image: Tensor, uv: Tensor) -> Tensor:
 
 
 def _splat(mask: Tensor, uv: Tensor, height: int, width: int) -> Tensor:
-    """Target-space mask ``[H, W]``: pixels that ``uv[mask]`` land on, grown by one pixel."""
-    out = torch.zeros(height * width, device=uv.device)
+    """Target-space masks ``[P, H, W]``: the pixels that ``uv[mask]`` (``[P, H, W(, 2)]``) land
+    on in each image, grown by one pixel."""
+    count = mask.shape[0]
+    out = torch.zeros(count * height * width, device=uv.device)
+    image = torch.arange(count, device=uv.device)[:, None, None].expand_as(mask)[mask]
     points = uv[mask].floor().long()
     inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-    points = points[inside]
-    out[points[:, 1] * width + points[:, 0]] = 1
-    return F.max_pool2d(out.view(1, 1, height, width), 3, 1, 1)[0, 0] > 0
+    points, image = points[inside], image[inside]
+    out[(image * height + points[:, 1]) * width + points[:, 0]] = 1
+    return F.max_pool2d(out.view(count, 1, height, width), 3, 1, 1)[:, 0] > 0
 
 
 def attribute_maps(out: NetworkOutput, height: int, width: int, K: Tensor) -> Tensor:  # K [B, 3, 3]
@@ -201,32 +205,35 @@ class ClipFinetuner:
         )
         camera_uv, _ = project(moved, K)  # [B, N, H, W, 2]
 
-        static_terms, moving_terms = [], []
-        for b in range(B):
-            for n in range(N):
-                flow, trusted = (t.to(self.device) for t in self.flows.pair(sources[b], targets[b][n]))
-                observed_uv = self.pixels + flow
-                moving = ((observed_uv - camera_uv[b, n]).norm(dim=-1) > cfg.dynamic_threshold_px) & trusted
-                # target pixels: visible from the source (backward flow consistent and inside),
-                # not a hole, not covered by the moving object at either position
-                _, seen = self.flows.pair(targets[b][n], sources[b])
-                keep = seen.to(self.device) & (alpha[b, n + 1] > 0.5)
-                keep &= ~_splat(moving, camera_uv[b, n], H, W) & ~_splat(moving, observed_uv, H, W)
-                target_image = self.images[targets[b][n]][None]
-                static_terms.append(
-                    photometric_loss(color[b, n + 1][None], target_image, keep[None, None].float())
-                )
-                if moving.any():
-                    uv = torch.stack([camera_uv[b, n], observed_uv])[:, None]  # [2, 1, H, W, 2]
-                    at_render = _sample(color[b, n + 1][None], uv[0])[0][:, moving]
-                    at_target = _sample(target_image, uv[1])[0][:, moving]
-                    moving_terms.append((at_render - at_target).abs().mean())
+        # every (source, target) pair at once; only the flow itself is computed pair by pair
+        pairs = [(a, t) for a, row in zip(sources, targets, strict=True) for t in row]
+        forward = [self.flows.pair(a, t) for a, t in pairs]
+        flow = torch.stack([f for f, _ in forward]).to(self.device)  # [P, H, W, 2]
+        trusted = torch.stack([ok for _, ok in forward]).to(self.device)
+        # target pixels seen from the source: the backward flow is consistent and lands inside
+        seen = torch.stack([self.flows.pair(t, a)[1] for a, t in pairs]).to(self.device)
+        camera_uv = camera_uv.flatten(0, 1)  # [P, H, W, 2]
+        observed_uv = self.pixels + flow
+        moving = ((observed_uv - camera_uv).norm(dim=-1) > cfg.dynamic_threshold_px) & trusted
+        renders = color[:, 1:].flatten(0, 1)  # [P, 3, H, W]
+        target_images = self.images[tgt.flatten()]
+        # not a hole, not covered by the moving object at either position
+        keep = seen & (alpha[:, 1:].flatten(0, 1) > 0.5)
+        keep &= ~_splat(moving, camera_uv, H, W) & ~_splat(moving, observed_uv, H, W)
+        keep = keep[:, None].float()
+        error = photometric_error(renders, target_images)
+        static = ((error * keep).sum((1, 2, 3)) / keep.sum((1, 2, 3)).clamp(min=1.0)).mean()
+        # moving pixels: the render where the camera put them, the target where they really are
+        gap = (_sample(renders, camera_uv) - _sample(target_images, observed_uv)).abs().mean(1)  # [P, H, W]
+        moving_count = moving.sum((1, 2))
+        has_motion = moving_count > 0
+        per_pair = (gap * moving).sum((1, 2)) / moving_count.clamp(min=1)
+        moving_term = per_pair[has_motion].mean() if has_motion.any() else color.sum() * 0
 
         terms = {
             "source": photometric_loss(color[:, 0], self.images[src]),
-            "target": torch.stack(static_terms).mean(),
-            "moving": cfg.moving_weight
-            * (torch.stack(moving_terms).mean() if moving_terms else color.sum() * 0),
+            "target": static,
+            "moving": cfg.moving_weight * moving_term,
             "consistency": cfg.consistency_weight * self._consistency(out, sources, K_pad, rows, cols),
             "depth": cfg.depth_weight
             * sparse_depth_loss(out.depth[:, :1], *self._sparse_points(sources, rows, cols)),

@@ -22,10 +22,15 @@ def dssim(x: Tensor, y: Tensor) -> Tensor:
     return ((1 - ssim) / 2).clamp(0, 1)
 
 
+def photometric_error(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel ``0.85 * DSSIM + 0.15 * L1``, ``[B, 3, H, W]`` -> ``[B, 1, H, W]``."""
+    per_pixel = SSIM_WEIGHT * dssim(pred, target).mean(1, keepdim=True)
+    return per_pixel + (1 - SSIM_WEIGHT) * (pred - target).abs().mean(1, keepdim=True)
+
+
 def photometric_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean over ``mask`` (``[B, 1, H, W]``, 1 = supervised) of the per-pixel photometric error."""
-    per_pixel = SSIM_WEIGHT * dssim(pred, target).mean(1, keepdim=True)
-    per_pixel = per_pixel + (1 - SSIM_WEIGHT) * (pred - target).abs().mean(1, keepdim=True)
+    per_pixel = photometric_error(pred, target)
     if mask is None:
         return per_pixel.mean()
     return (per_pixel * mask).sum() / mask.sum().clamp(min=1.0)
