@@ -159,7 +159,7 @@ def train(config: TrainConfig) -> dict:
         lr = learning_rate(step, optim, config.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        terms_sum: dict[str, float] = {}
+        terms_sum: dict[str, torch.Tensor] = {}  # stays on the device: no sync per micro-batch
         for micro in range(optim.grad_accumulation):
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             last = micro == optim.grad_accumulation - 1
@@ -167,7 +167,7 @@ def train(config: TrainConfig) -> dict:
                 terms = training_losses(net, batch, config.loss, perceptual)
                 accelerator.backward(terms["total"] / optim.grad_accumulation)
             for name, value in terms.items():
-                terms_sum[name] = terms_sum.get(name, 0.0) + value.item() / optim.grad_accumulation
+                terms_sum[name] = terms_sum.get(name, 0.0) + value.detach() / optim.grad_accumulation
         grad_norm = accelerator.clip_grad_norm_(net.parameters(), optim.grad_clip or float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -175,12 +175,12 @@ def train(config: TrainConfig) -> dict:
         step += 1
         window_steps += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{terms_sum['total']:.4f}", lr=f"{lr:.2e}")
 
         if step % config.logging.every == 0 or step == config.max_steps:
             elapsed = time.perf_counter() - window_start
-            across_ranks = accelerator.reduce(torch.tensor(list(terms_sum.values()), device=device), "mean")
+            across_ranks = accelerator.reduce(torch.stack(list(terms_sum.values())).float(), "mean")
             losses = dict(zip(terms_sum, across_ranks.tolist(), strict=True))
+            progress.set_postfix(loss=f"{losses['total']:.4f}", lr=f"{lr:.2e}")
             log.scalars({**{f"train/{k}": v for k, v in losses.items()}, "train/lr": lr,
                          "train/grad_norm": float(grad_norm),
                          "perf/samples_per_s": samples_per_step * window_steps / elapsed,
