@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from data_prep.video import read_video
-from infer.metrics import evaluate
+from infer.metrics import analyse_motion, evaluate
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 VIDSTAB_SMOOTHING = 30  # the setting of the published baseline table in shared/clips/README.md
@@ -129,17 +129,24 @@ def main() -> None:
         for name, template in args.method:
             methods.append((name, lambda src, dst, t=template: [template_command(t, src, dst)]))
         input_scores, clip_rows = None, []
+        input_motion = analyse_motion(source.frames, progress=False)
         for name, make_commands in methods:
             dst = work / f"{clip.stem}.{name}.mp4"
             seconds = run_timed(make_commands(clip, dst))
             report = evaluate(
-                source.frames, read_video(dst, args.max_frames).frames, source.fps, progress=False
+                source.frames,
+                read_video(dst, args.max_frames).frames,
+                source.fps,
+                progress=False,
+                input_motion=input_motion,
             )
             input_scores = report["input"]
             clip_rows.append({"clip": clip.name, "method": name, "frames": frames,
                               "seconds_per_frame": seconds / frames, **report["output"]})  # fmt: skip
         if input_scores is None:  # no method ran: score the input alone
-            input_scores = evaluate(source.frames, source.frames, source.fps, progress=False)["input"]
+            input_scores = evaluate(
+                source.frames, source.frames, source.fps, progress=False, input_motion=input_motion
+            )["input"]
         rows.append(
             {"clip": clip.name, "method": "input", "frames": frames, "seconds_per_frame": 0.0, **input_scores}
         )

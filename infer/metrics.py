@@ -61,6 +61,10 @@ class VideoMotion:
     steps: list[np.ndarray | None]
     similarity_steps: list[np.ndarray | None]
 
+    def head(self, count: int) -> VideoMotion:
+        """The motion of the first ``count`` frames."""
+        return VideoMotion(self.features[:count], self.steps[: count - 1], self.similarity_steps[: count - 1])
+
     @property
     def unmatched_steps(self) -> int:
         return sum(h is None for h in self.steps)
@@ -291,13 +295,15 @@ def evaluate(
     fps: float,
     poses: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool | None = None,
+    input_motion: VideoMotion | None = None,
 ) -> dict:
     """Score ``outputs`` against ``inputs``, and the input against itself, side by side.
 
     ``inputs`` and ``outputs`` are ``[T, H, W, 3]`` uint8. An output of another size is resized
     to the input's, so that C and D compare like with like; the frame counts must agree (the
     shorter length is used and both counts are reported). ``poses`` is ``(K, c2w)`` of the
-    output frames, for the geometry-consistency score.
+    output frames, for the geometry-consistency score. ``input_motion``, from
+    ``analyse_motion(inputs)``, saves re-analysing an input scored against several outputs.
     """
     counts = {"input_frames": len(inputs), "output_frames": len(outputs)}
     n = min(len(inputs), len(outputs))
@@ -306,7 +312,7 @@ def evaluate(
     inputs = inputs[:n]
     outputs = _resize_frames(outputs[:n], (width, height)) if resized else outputs[:n]
 
-    motion_in = analyse_motion(inputs, "SIFT input", progress)
+    motion_in = input_motion.head(n) if input_motion else analyse_motion(inputs, "SIFT input", progress)
     motion_out = analyse_motion(outputs, "SIFT output", progress)
     to_output = [homography(a, b) for a, b in zip(motion_in.features, motion_out.features, strict=True)]
     masks_in = np.ones(inputs.shape[:3], bool)  # the input is the reference: valid by definition

@@ -182,3 +182,11 @@ def test_high_pass_leaves_nothing_of_a_constant_velocity_path():
     assert M.high_pass_rms(ramp, 15.0) < 1e-9
     wiggle = ramp + np.stack([np.sin(t * 2.0), np.zeros_like(t)], -1)
     assert M.high_pass_rms(wiggle, 15.0) > 0.5
+
+
+def test_a_precomputed_input_motion_gives_the_same_report(panning):
+    zoomed = warp_all(panning, np.diag([1.1, 1.1]))[:10]  # shorter: the motion is cut to fit
+    fresh = M.evaluate(panning, zoomed, fps=30, progress=False)
+    reused = M.evaluate(panning, zoomed, fps=30, progress=False,
+                        input_motion=M.analyse_motion(panning, progress=False))  # fmt: skip
+    assert reused == fresh
