@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data_prep.config import ConfigError
 from data_prep.poses import PoseConfig
-from infer.canvas import pad_canvas
+from infer.canvas import pad_amounts, pad_canvas
+from infer.coverage import bounded_path, near_depth
 from infer.finetune import FinetuneConfig, finetune
 from infer.media import plot_paths, write_output
 from infer.posing import PosedClip, cache_key, decode_and_pose
-from infer.trajectory import smooth_path
+from infer.trajectory import GAVS_SIGMA, smooth_path
 from model.cameras import relative_pose
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import load_predictor, resolve, save_predictor, sha256
@@ -33,7 +35,8 @@ from model.render import render
 @dataclass
 class StabilizeConfig:
     resolution: int = 320  # working resolution: the longer side, in pixels
-    strength: float = 1.0  # 1 is GaVS's smoothing (31-frame window, sigma 4)
+    strength: float = 4.0  # 1 is GaVS's smoothing (31-frame window, sigma 4); 4 is sigma 16
+    smoothing: str = "bounded"  # or "gaussian": the plain window, even where it leaves the canvas
     max_frames: int | None = None
     device: str = "auto"  # auto: CUDA when available
     render_batch: int = 4
@@ -84,6 +87,27 @@ def finetuned_network(
     return net.eval(), {**start, "curve": curve}, False
 
 
+SMOOTHING_MODES = ("bounded", "gaussian")
+
+
+def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dict]:
+    """The smoothed poses of the posed frames and how they were found. ``bounded`` bends the
+    Gaussian path back towards the real camera wherever the padded canvas would not cover
+    the output frame (see ``infer.coverage``)."""
+    c2w = torch.from_numpy(clip.poses.c2w)
+    smoothed = smooth_path(c2w, config.strength)
+    summary: dict = {"mode": config.smoothing, "strength": config.strength,
+                     "sigma_frames": GAVS_SIGMA * config.strength}  # fmt: skip
+    if config.smoothing == "bounded" and config.strength > 0:
+        H, W = clip.frames.shape[1:3]
+        rows, cols = pad_amounts(H, W, config.finetune.pad)
+        depth = near_depth(clip.poses)
+        smoothed, bending = bounded_path(c2w, smoothed, torch.from_numpy(clip.poses.K), (W, H), (cols, rows),
+                                         depth, GAVS_SIGMA * config.strength)  # fmt: skip
+        summary.update(near_depth=depth, **bending)
+    return smoothed.numpy(), summary
+
+
 @torch.no_grad()
 def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndarray, config: StabilizeConfig,
                       device: torch.device, progress: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -126,6 +150,8 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
         raise OSError(f"{output}: the folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK):
         raise OSError(f"{output}: the folder {output.parent} is not writable")
+    if config.smoothing not in SMOOTHING_MODES:
+        raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHING_MODES)}, got {config.smoothing!r}")
     work_dir = Path(work_dir) if work_dir is not None else output.parent / f".{output.stem}.gavs-work"
     device = pick_device(config.device)
     timings: dict[str, float] = {}
@@ -140,7 +166,7 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
     timed("poses", t)
 
     t = time.perf_counter()
-    smoothed = smooth_path(torch.from_numpy(clip.poses.c2w), config.strength).numpy()
+    smoothed, smoothing = plan_path(clip, config)
     timed("smoothing", t)
 
     t = time.perf_counter()
@@ -178,6 +204,7 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
         "posed_frames": len(posed),
         "unposed_frames": [i for i in range(count) if i not in posed],
         "strength": config.strength,
+        "smoothing": smoothing,
         "network": start["init"],
         **{k: v for k, v in start.items() if k not in ("init", "curve")},
         "cached": {"poses": poses_cached, "finetune": finetune_cached},

@@ -30,7 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", type=Path, help="the shaky video")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the stabilized video (.mp4)")
     parser.add_argument("--checkpoint", help="a release folder or hub id (default: a fresh network)")
-    parser.add_argument("--strength", type=float, help="smoothing; 1 = GaVS's 31-frame window (default 1)")
+    parser.add_argument(
+        "--strength",
+        type=float,
+        help="smoothing: 1 = GaVS's 31-frame window (sigma 4 frames); default 4 (sigma 16)",
+    )
+    parser.add_argument(
+        "--smoothing",
+        choices=("bounded", "gaussian"),
+        help="bounded (default): the Gaussian path, bent back towards the real camera where "
+        "the padded canvas would not cover the frame; gaussian: the plain window",
+    )
     parser.add_argument("--resolution", type=int, help="working resolution, longer side in px (default 320)")
     parser.add_argument("--max-frames", type=int, help="only the first N frames")
     parser.add_argument("--device", help="auto, cpu or cuda[:N] (default auto)")
@@ -41,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", help="config overrides: key.sub=value")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
-    flags = {"strength": args.strength, "resolution": args.resolution, "max_frames": args.max_frames,
-             "device": args.device}  # fmt: skip
+    flags = {"strength": args.strength, "smoothing": args.smoothing, "resolution": args.resolution,
+             "max_frames": args.max_frames, "device": args.device}  # fmt: skip
     overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     try:
         config = load_config(StabilizeConfig, args.config, overrides)

@@ -18,23 +18,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from model.cameras import axis_angle_to_matrix, make_pose, matrix_to_quat, quat_to_matrix
+from model.cameras import (
+    axis_angle_to_matrix,
+    make_pose,
+    matrix_to_axis_angle,
+    matrix_to_quat,
+    quat_to_matrix,
+)
 
 GAVS_SIGMA = 4.0  # frames; GaVS's window is 31 frames
 
 
 def window_for(sigma: float) -> int:
     return 2 * round(3.75 * sigma) + 1
-
-
-def _log_rotation(R: Tensor) -> Tensor:
-    """Axis-angle vectors ``[..., 3]`` of rotations ``[..., 3, 3]``."""
-    q = matrix_to_quat(R)
-    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
-    v = q[..., 1:]
-    norm = v.norm(dim=-1, keepdim=True)
-    angle = 2 * torch.atan2(norm, q[..., :1])
-    return torch.where(norm > 1e-12, v / norm.clamp(min=1e-300) * angle, 2 * v)
 
 
 def _end_anchor(c2w: Tensor) -> Tensor:
@@ -48,7 +44,7 @@ def _end_anchor(c2w: Tensor) -> Tensor:
         return torch.linalg.lstsq(design, values).solution[0]
 
     R0 = c2w[0, :3, :3]
-    omega = intercept(_log_rotation(R0.T @ c2w[:, :3, :3]))
+    omega = intercept(matrix_to_axis_angle(R0.T @ c2w[:, :3, :3]))
     return make_pose(R0 @ axis_angle_to_matrix(omega), intercept(c2w[:, :3, 3]))
 
 

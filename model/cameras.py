@@ -278,6 +278,17 @@ def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
     return quat_to_matrix(q)
 
 
+def matrix_to_axis_angle(R: Tensor) -> Tensor:
+    """Axis-angle vectors ``[..., 3]`` of rotation matrices ``[..., 3, 3]`` (the inverse of
+    ``axis_angle_to_matrix`` for angles up to pi)."""
+    q = matrix_to_quat(R)
+    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
+    v = q[..., 1:]
+    norm = v.norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(norm, q[..., :1])
+    return torch.where(norm > 1e-12, v / norm.clamp(min=1e-300) * angle, 2 * v)
+
+
 def align_poses(c2w: Tensor, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Similarity ``(s, R, t)`` that best maps poses ``c2w [N, 4, 4]`` onto ``reference``.
 

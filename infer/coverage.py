@@ -1,0 +1,185 @@
+"""Coverage-aware smoothing: bend a smoothed path back where the padded canvas would not cover.
+
+The stabilized view at a virtual pose shows what the source frame's padded canvas holds. A
+smooth path that strays too far from the real camera looks past the canvas edge, and those
+pixels have no source at all. This module
+
+- measures, per frame, how far the output frame's border reaches beyond the canvas
+  (``overshoot``): its corners and edge midpoints, cast as rays from the virtual camera, at a
+  near depth and at infinity, projected into the source camera. Between those two depths
+  a ray projects to a segment, so with a convex canvas the two ends suffice;
+- finds the path that stays closest to the smoothed one under per-frame bounds on the
+  deviation from the real camera (``bounded_path``). The deviation ``delta_t`` of the smoothed
+  pose from the real one (axis-angle and translation, in the real camera's frame) gets a
+  correction ``c`` that is as small and as smooth as possible,
+
+      minimise  sum_t |c_t|^2 + sigma^2 |c_t - c_{t-1}|^2 + sigma^4 |c_{t+1} - 2 c_t + c_{t-1}|^2
+      subject to  -b_t <= delta_t + c_t <= b_t   (per axis),
+
+  so it fades over about sigma frames around the frames that need it and is zero elsewhere.
+  The bounds start at the share of the canvas margin each axis may use and shrink on frames
+  whose exact check still fails, until every frame is covered.
+
+Smoothing the correction on the path's own time scale keeps the result as smooth as the
+Gaussian path where it is bent; it is a first-order approximation in the deviations, which
+stay small (a few degrees) by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
+from torch import Tensor
+
+from data_prep.poses import ClipPoses
+from model.cameras import axis_angle_to_matrix, invert_pose, make_pose, matrix_to_axis_angle
+
+SHRINK = 0.85  # bound factor per refinement round on frames still uncovered
+MAX_ROUNDS = 25
+BENT = 1e-4  # a frame counts as bent when its pose moves by more (radians or scene units)
+
+
+def deviations(c2w: Tensor, virtual: Tensor) -> Tensor:
+    """``[T, 6]``: each virtual pose relative to the real one, as (axis-angle, translation) in
+    the real camera's frame."""
+    relative = invert_pose(c2w) @ virtual
+    return torch.cat([matrix_to_axis_angle(relative[:, :3, :3]), relative[:, :3, 3]], -1)
+
+
+def from_deviations(c2w: Tensor, delta: Tensor) -> Tensor:
+    return c2w @ make_pose(axis_angle_to_matrix(delta[:, :3]), delta[:, 3:])
+
+
+def _border_pixels(width: int, height: int) -> Tensor:
+    u = torch.tensor([0.0, width / 2, width])
+    v = torch.tensor([0.0, height / 2, height])
+    grid = torch.stack(torch.meshgrid(u, v, indexing="xy"), -1).reshape(-1, 2)
+    return grid[(grid != torch.tensor([width / 2, height / 2])).any(-1)]  # the 8 border points
+
+
+def overshoot(c2w: Tensor, virtual: Tensor, K: Tensor, size: tuple[int, int], margin: tuple[float, float],
+              near_depth: float) -> Tensor:  # fmt: skip
+    """``[T]``: pixels by which the output frame's border, seen from ``virtual``, reaches past
+    the source canvas (the ``size`` frame grown by ``margin`` = (columns, rows) per side);
+    zero or less where the canvas covers it."""
+    width, height = size
+    pixels = _border_pixels(width, height).to(K)
+    rays = torch.cat([pixels, torch.ones_like(pixels[:, :1])], -1) @ torch.linalg.inv(K).T  # z = 1
+    relative = invert_pose(c2w) @ virtual  # virtual camera -> source camera
+    R, t = relative[:, None, :3, :3], relative[:, None, :3, 3]
+    directions = (R @ rays[None, :, :, None])[..., 0]  # [T, 8, 3], points at infinity
+    near = directions * near_depth + t
+    worst = []
+    for points in (directions, near):
+        z = points[..., 2:].clamp(min=1e-6)
+        uv = (points / z) @ K.T
+        cols, rows = margin
+        reach = torch.stack(
+            [-cols - uv[..., 0], uv[..., 0] - width - cols, -rows - uv[..., 1], uv[..., 1] - height - rows],
+            -1,
+        )
+        behind = (points[..., 2] <= 1e-6)[..., None].expand_as(reach)
+        worst.append(torch.where(behind, torch.full_like(reach, 1e6), reach).amax((-1, -2)))
+    return torch.maximum(*worst)
+
+
+def initial_bounds(
+    K: Tensor, size: tuple[int, int], margin: tuple[float, float], near_depth: float
+) -> Tensor:
+    """``[6]`` per-axis deviation bounds; each axis alone would use the whole margin."""
+    width, height = size
+    fx, fy = float(K[0, 0]), float(K[1, 1])
+    cols, rows = margin
+    pan = np.arctan((width / 2 + cols) / fx) - np.arctan(width / 2 / fx)  # about y
+    tilt = np.arctan((height / 2 + rows) / fy) - np.arctan(height / 2 / fy)  # about x
+    roll = min(cols, rows) / np.hypot(width / 2, height / 2)
+    sideways, upways = cols * near_depth / fx, rows * near_depth / fy
+    backwards = min(cols / (width / 2), rows / (height / 2)) * near_depth
+    return torch.tensor([tilt, pan, roll, sideways, upways, backwards], dtype=torch.float64)
+
+
+def _box_quadratic(H: sparse.csr_matrix, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """``argmin 0.5 c^T H c`` subject to ``lower <= c <= upper`` for a sparse positive-definite
+    ``H``: the primal active-set method (Nocedal and Wright, section 16.5). Each round solves
+    exactly for the free variables (sparse LU), steps towards that solution up to the first
+    bound it meets, and releases a fixed variable only once none blocks."""
+    count = len(lower)
+    tolerance = 1e-12
+    c = np.clip(np.zeros(count), lower, upper)  # feasible start: zero where the box allows
+    fixed = (c == lower) | (c == upper)
+    for _ in range(8 * count + 10):
+        free = ~fixed
+        target = c.copy()
+        if free.any():
+            rhs = -(H[free][:, fixed] @ c[fixed]) if fixed.any() else np.zeros(free.sum())
+            target[free] = spsolve(H[free][:, free].tocsc(), rhs)
+        step = target - c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(step < 0, (lower - c) / step, np.where(step > 0, (upper - c) / step, np.inf))
+        room[fixed] = np.inf
+        blocking = int(np.argmin(room))
+        if room[blocking] < 1.0:
+            c = c + room[blocking] * step
+            c[blocking] = lower[blocking] if step[blocking] < 0 else upper[blocking]
+            fixed[blocking] = True
+            continue
+        c = target
+        gradient = H @ c
+        wrong = np.where(fixed & (c <= lower), -gradient, 0.0) + np.where(fixed & (c >= upper), gradient, 0.0)
+        release = int(np.argmax(wrong))
+        if wrong[release] <= tolerance * max(1.0, np.abs(gradient).max()):
+            return c
+        fixed[release] = False
+    raise RuntimeError("coverage smoothing: the active-set solver did not converge")
+
+
+def _smooth_correction(delta: np.ndarray, bound: np.ndarray, sigma: float) -> np.ndarray:
+    """The small, smooth ``c [T]`` with ``|delta + c| <= bound`` (one axis)."""
+    count = len(delta)
+    if np.all(np.abs(delta) <= bound):
+        return np.zeros(count)
+    blocks = [sparse.identity(count)]
+    if count > 1:
+        blocks.append(sigma * sparse.diags([-1.0, 1.0], [0, 1], shape=(count - 1, count)))
+    if count > 2:
+        blocks.append(sigma**2 * sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(count - 2, count)))
+    A = sparse.vstack(blocks).tocsr()
+    return _box_quadratic((A.T @ A).tocsr(), -bound - delta, bound - delta)
+
+
+def bounded_path(c2w: Tensor, smoothed: Tensor, K: Tensor, size: tuple[int, int], margin: tuple[float, float],
+                 near_depth: float, sigma: float) -> tuple[Tensor, dict]:  # fmt: skip
+    """The path nearest ``smoothed`` whose every frame the canvas covers, and a summary:
+    frames bent, rounds, and the worst overshoot before and after (pixels)."""
+    c2w, smoothed, K = c2w.double(), smoothed.double(), K.double()
+    delta = deviations(c2w, smoothed).numpy()
+    bounds = np.tile(initial_bounds(K, size, margin, near_depth).numpy(), (len(c2w), 1))
+    before = overshoot(c2w, smoothed, K, size, margin, near_depth)
+    path, rounds = smoothed, 0
+    reach = before
+    while bool((reach > 0).any()) and rounds < MAX_ROUNDS:
+        rounds += 1
+        corrected = delta + np.stack(
+            [_smooth_correction(delta[:, j], bounds[:, j], sigma) for j in range(6)], -1
+        )
+        path = from_deviations(c2w, torch.from_numpy(corrected))
+        reach = overshoot(c2w, path, K, size, margin, near_depth)
+        bounds[(reach > 0).numpy()] *= SHRINK
+    bent = np.abs(deviations(c2w, path).numpy() - delta).max(-1) > BENT
+    summary = {
+        "frames_bent": int(bent.sum()),
+        "rounds": rounds,
+        "overshoot_px_before": float(before.max()),
+        "overshoot_px_after": float(reach.max()),
+    }
+    return path, summary
+
+
+def near_depth(poses: ClipPoses, quantile: float = 0.05, floor: float = 0.2) -> float:
+    """A near scene depth for the translation bounds: the ``quantile`` of the SfM points' depths
+    in the frames that observe them (scene units, median 1), no nearer than ``floor``. Clips
+    posed by rotation alone have no points and no translation, so 1 will do."""
+    depths = poses.observations[:, 3] if len(poses.observations) else np.ones(1)
+    return max(floor, float(np.quantile(depths, quantile)))

@@ -1,0 +1,90 @@
+"""Coverage-aware smoothing: every virtual camera stays inside its source canvas, and the path
+is bent only where it has to be."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+from data_prep.synthetic import SyntheticConfig, _shake
+from data_prep.synthetic import smooth_path as true_path
+from infer.coverage import _box_quadratic, bounded_path, deviations, overshoot
+from infer.trajectory import smooth_path
+from model.cameras import axis_angle_to_matrix, make_pose
+
+SIZE = (320, 180)
+MARGIN = (38.4, 21.6)  # 12% per side
+K = torch.tensor([[277.0, 0, 160], [0, 277, 90], [0, 0, 1]], dtype=torch.float64)
+
+
+def shaky_path(rotation_deg: float, translation: float, count: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    smooth = torch.from_numpy(true_path(SyntheticConfig(num_frames=count)))
+    rot = torch.from_numpy(np.deg2rad(_shake(rng, count, 30, rotation_deg)))
+    trans = torch.from_numpy(_shake(rng, count, 30, translation))
+    return smooth @ make_pose(axis_angle_to_matrix(rot), trans)
+
+
+def roughness(c2w):
+    """Mean second difference of the rotations: what a shaky path has much of."""
+    R = c2w[:, :3, :3]
+    return float((R[2:] - 2 * R[1:-1] + R[:-2]).norm(dim=(-1, -2)).mean())
+
+
+def test_overshoot_measures_a_pure_pan_exactly():
+    c2w = torch.eye(4, dtype=torch.float64)[None]
+    angle = 0.2  # radians about y: the right border moves by f * (tan(a + e) - tan(e)) pixels
+    virtual = make_pose(axis_angle_to_matrix(torch.tensor([[0.0, angle, 0.0]], dtype=torch.float64)),
+                        torch.zeros(1, 3, dtype=torch.float64))  # fmt: skip
+    edge = np.arctan(160 / 277)
+    expected = 277 * np.tan(edge + angle) - 160 - MARGIN[0]
+    assert float(overshoot(c2w, virtual, K, SIZE, MARGIN, 0.5)[0]) == pytest.approx(expected, rel=1e-6)
+    assert float(overshoot(c2w, c2w, K, SIZE, MARGIN, 0.5)[0]) == pytest.approx(-min(MARGIN))
+
+
+def test_bounded_path_covers_every_frame_and_stays_smooth():
+    shaky = shaky_path(3.0, 0.02)
+    smoothed = smooth_path(shaky, strength=3)
+    assert float(overshoot(shaky, smoothed, K, SIZE, MARGIN, 0.5).max()) > 2  # the plain path does not fit
+    path, summary = bounded_path(shaky, smoothed, K, SIZE, MARGIN, 0.5, sigma=12)
+    assert float(overshoot(shaky, path, K, SIZE, MARGIN, 0.5).max()) <= 0
+    assert summary["overshoot_px_after"] <= 0 < summary["overshoot_px_before"]
+    assert roughness(path) < 0.01 * roughness(shaky)  # measured 0.003
+
+
+def test_a_path_that_fits_is_left_alone():
+    shaky = shaky_path(0.5, 0.002)
+    smoothed = smooth_path(shaky, strength=1)
+    path, summary = bounded_path(shaky, smoothed, K, SIZE, MARGIN, 0.5, sigma=4)
+    assert summary["frames_bent"] == 0 and summary["rounds"] == 0
+    assert torch.equal(path, smoothed.double())
+
+
+def test_bending_is_local_to_the_frames_that_need_it():
+    shaky = shaky_path(0.5, 0.002, count=240)
+    kick = torch.zeros(240, 3, dtype=torch.float64)
+    kick[100:106, 1] = np.deg2rad(20)  # a brief whip pan the smoothing averages only partly away
+    shaky = shaky @ make_pose(axis_angle_to_matrix(kick), torch.zeros(240, 3, dtype=torch.float64))
+    smoothed = smooth_path(shaky, strength=1)
+    path, summary = bounded_path(shaky, smoothed, K, SIZE, MARGIN, 0.5, sigma=4)
+    assert float(overshoot(shaky, path, K, SIZE, MARGIN, 0.5).max()) <= 0
+    change = (deviations(shaky, path) - deviations(shaky, smoothed)).abs().amax(-1)
+    # the correction fades over about sigma frames: 40+ frames from the kick it is gone
+    assert change[:60].max() < 1e-3 * change.max() and change[150:].max() < 1e-3 * change.max()
+    assert 0 < summary["frames_bent"] < 100
+
+
+def test_box_quadratic_matches_a_dense_reference():
+    rng = np.random.default_rng(1)
+    n = 40
+    D = sparse.diags([-1.0, 1.0], [0, 1], shape=(n - 1, n))
+    H = (sparse.identity(n) + 9 * D.T @ D).tocsr()
+    centre = rng.normal(0, 1, n)
+    lower, upper = centre - 0.3, centre + 0.3  # a box that excludes 0 on most coordinates
+    c = _box_quadratic(H, lower, upper)
+    from scipy.optimize import lsq_linear
+
+    L = np.linalg.cholesky(H.toarray()).T  # 0.5 c^T H c = 0.5 |L c|^2
+    reference = lsq_linear(L, np.zeros(n), bounds=(lower, upper), method="bvls", tol=1e-14).x
+    assert np.all(c >= lower - 1e-12) and np.all(c <= upper + 1e-12)
+    assert np.allclose(c, reference, atol=1e-8)
