@@ -16,20 +16,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data_prep.config import ConfigError
 from data_prep.poses import PoseConfig
-from infer.canvas import pad_amounts, pad_canvas
+from data_prep.video import VideoError, read_video
+from infer.canvas import pad_amounts
+from infer.compose import ORIGINS
 from infer.coverage import bounded_path, near_depth
 from infer.finetune import FinetuneConfig, finetune
 from infer.media import plot_paths, write_output
 from infer.posing import PosedClip, cache_key, decode_and_pose
+from infer.rerender import RenderConfig, render_stabilized
 from infer.trajectory import GAVS_SIGMA, smooth_path
-from model.cameras import relative_pose
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import load_predictor, resolve, save_predictor, sha256
-from model.render import render
 
 
 @dataclass
@@ -39,13 +39,13 @@ class StabilizeConfig:
     smoothing: str = "bounded"  # or "gaussian": the plain window, even where it leaves the canvas
     max_frames: int | None = None
     device: str = "auto"  # auto: CUDA when available
-    render_batch: int = 4
     seed: int = 0
     # the network trained from scratch on the clip when no checkpoint is given
     network: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(backbone="resnet18", decoder_channels=(8, 16, 32, 64, 128))
     )
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     poses: PoseConfig = field(default_factory=PoseConfig)
 
 
@@ -108,37 +108,6 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     return smoothed.numpy(), summary
 
 
-@torch.no_grad()
-def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndarray, config: StabilizeConfig,
-                      device: torch.device, progress: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Every frame at its smoothed pose (posed frames) or as it was (unposed ones), and each
-    frame's share of pixels the render covers (alpha > 0.5; 1 for unposed frames)."""
-    frames = clip.frames.copy()
-    coverage = np.ones(len(frames))
-    ids = clip.poses.frame_ids
-    H, W = frames.shape[1:3]
-    K = torch.from_numpy(clip.poses.K).float().to(device)
-    original = torch.from_numpy(clip.poses.c2w).float().to(device)
-    target = torch.from_numpy(smoothed).float().to(device)
-    bar = tqdm(
-        range(0, len(ids), config.render_batch), desc="render", disable=not progress, dynamic_ncols=True
-    )
-    for start in bar:
-        batch = slice(start, start + config.render_batch)
-        images = torch.from_numpy(frames[ids[batch]]).permute(0, 3, 1, 2).float().div(255).to(device)
-        B = len(images)
-        padded, valid, K_pad = pad_canvas(images, K.expand(B, 3, 3), config.finetune.pad)
-        out = net(padded, K_pad, valid)
-        viewmats = relative_pose(original[batch], target[batch])[:, None]  # source camera -> smoothed camera
-        result = render(
-            out.gaussians, viewmats, K.expand(B, 1, 3, 3), W, H, backend=config.finetune.render_backend
-        )
-        color = result.color[:, 0].clamp(0, 1).permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()
-        frames[ids[batch]] = color
-        coverage[ids[batch]] = (result.alpha[:, 0, 0] > 0.5).float().mean((1, 2)).cpu().numpy()
-    return frames, coverage
-
-
 def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: str | None = None,
               work_dir: Path | None = None, side_by_side: bool = False, evaluate_output: bool = True,
               progress: bool = True) -> dict:  # fmt: skip
@@ -176,18 +145,28 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
     timed("finetune", t)
 
     t = time.perf_counter()
-    frames, coverage = render_stabilized(net, clip, smoothed, config, device, progress)
+    inputs = clip.frames
+    if config.render.full_resolution:
+        inputs = read_video(video, config.max_frames).frames
+        if len(inputs) != len(clip.frames):
+            raise VideoError(
+                f"{video}: decoded {len(inputs)} frames at full size but {len(clip.frames)} before"
+            )
+    rendered = render_stabilized(net, clip, smoothed, config.finetune.pad, config.render,
+                                 config.finetune.render_backend, device, progress,
+                                 inputs if config.render.full_resolution else None)  # fmt: skip
+    frames = rendered.frames
     timed("render", t)
 
     t = time.perf_counter()
-    write_output(video, output, frames, clip.fps, side_by_side=clip.frames if side_by_side else None)
+    write_output(video, output, frames, clip.fps, side_by_side=inputs if side_by_side else None)
     plot_paths(clip.poses.c2w, smoothed, output.with_suffix(".path.png"))
     timed("write", t)
 
     metrics = None
     if evaluate_output:
         t = time.perf_counter()
-        metrics = evaluate(clip.frames, frames, clip.fps, progress=progress)
+        metrics = evaluate(inputs, frames, clip.fps, progress=progress)
         timed("evaluate", t)
 
     count = len(clip.frames)
@@ -197,6 +176,7 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
         "output": str(output),
         "frames": count,
         "working_size": [int(clip.frames.shape[2]), int(clip.frames.shape[1])],
+        "output_size": [int(frames.shape[2]), int(frames.shape[1])],
         "source_size": list(clip.source_size),
         "fps": clip.fps,
         "device": str(device),
@@ -211,7 +191,12 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
         "timings_s": timings,
         "seconds_per_frame": {k: round(v / count, 4) for k, v in timings.items()},
         "finetune_curve": start["curve"],
-        "render_coverage": {"mean": float(coverage.mean()), "min": float(coverage.min())},
+        "pixel_origins": {
+            "mean": dict(zip(ORIGINS, rendered.origin_shares.mean(0).round(5).tolist(), strict=True)),
+            "per_frame": {
+                name: rendered.origin_shares[:, i].round(5).tolist() for i, name in enumerate(ORIGINS)
+            },
+        },
         "metrics": metrics,
         "config": asdict(config),
     }

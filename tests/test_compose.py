@@ -1,0 +1,75 @@
+"""Composing output frames: detail transfer reproduces the full-resolution input where the
+render shows it, holes are inpainted, and every pixel is attributed to one origin."""
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import torch
+
+from data_prep.synthetic import procedural_texture
+from infer.canvas import pad_canvas
+from infer.compose import ORIGINS, compose, origin_features
+from infer.rerender import gaussian_origins
+from model.cameras import make_intrinsics
+from model.network import GaussianPredictor, NetworkConfig
+from model.render import render
+
+FULL = (144, 256)  # H, W of the input
+WORK = (36, 64)
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def rendered_identity(image_full: np.ndarray, viewmat: torch.Tensor):
+    """A fresh network's Gaussians of the working-size frame on a 12% padded canvas, rendered
+    from ``viewmat`` with origin features."""
+    small = cv2.resize(image_full, WORK[::-1], interpolation=cv2.INTER_AREA)
+    image = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+    K = make_intrinsics(60.0, 60.0, WORK[1] / 2, WORK[0] / 2, dtype=torch.float32)[None]
+    padded, valid, K_pad = pad_canvas(image, K, 0.12)
+    torch.manual_seed(0)
+    net = GaussianPredictor(NetworkConfig(decoder_channels=(8, 16, 32, 64, 128))).eval()
+    with torch.no_grad():
+        out = net(padded, K_pad, valid)
+    g = replace(out.gaussians, features=origin_features(gaussian_origins(valid, net.config.layers)))
+    result = render(g, viewmat[None, None], K[:, None], WORK[1], WORK[0], backend="torch")
+    return result.color[:, 0], result.alpha[:, 0], result.depth[:, 0], result.features[:, 0], K
+
+
+def composed(full: np.ndarray, viewmat: torch.Tensor, detail: bool = True):
+    color, alpha, depth, features, K = rendered_identity(full, viewmat)
+    source = torch.from_numpy(full).permute(2, 0, 1)[None].float() / 255 if detail else None
+    return compose(color, alpha, depth, features, K, torch.linalg.inv(viewmat)[None], source), alpha
+
+
+def test_detail_transfer_returns_the_full_resolution_input_at_the_source_pose():
+    texture = procedural_texture(np.random.default_rng(0), 512)
+    full = (cv2.resize(texture, FULL[::-1], interpolation=cv2.INTER_AREA) * 255).astype(np.uint8)
+    detail, _ = composed(full, torch.eye(4))
+    plain, _ = composed(full, torch.eye(4), detail=False)
+    upsampled = cv2.resize(plain.frames[0], FULL[::-1], interpolation=cv2.INTER_LINEAR)
+    assert detail.frames.shape == (1, *FULL, 3) and plain.frames.shape == (1, *WORK, 3)
+    # the warp field is the identity: the input comes back nearly exactly (measured 42 dB),
+    # where the upsampled working-size render has lost the input's fine detail (measured 18 dB)
+    assert psnr(detail.frames[0], full) > 40 > psnr(upsampled, full) + 10
+    # measured 0.994: the outermost ring of pixels is mostly the padding's splats
+    assert detail.origin_shares[0, ORIGINS.index("source")] > 0.99
+
+
+def test_pixels_beyond_the_canvas_are_inpainted_and_counted():
+    texture = procedural_texture(np.random.default_rng(1), 512)
+    full = (cv2.resize(texture, FULL[::-1], interpolation=cv2.INTER_AREA) * 255).astype(np.uint8)
+    turn = torch.eye(4)
+    angle = torch.tensor(0.6)  # radians about y: far beyond the 12% canvas on one side
+    turn[0, 0], turn[0, 2], turn[2, 0], turn[2, 2] = angle.cos(), angle.sin(), -angle.sin(), angle.cos()
+    result, alpha = composed(full, turn)
+    shares = result.origin_shares[0]
+    assert np.isclose(shares.sum(), 1.0)
+    assert shares[ORIGINS.index("inpainted")] > 0.2 and shares[ORIGINS.index("extrapolated")] > 0.02
+    holes = cv2.resize((alpha[0, 0] < 0.5).float().numpy(), FULL[::-1]) > 0.5
+    assert holes.any() and result.frames[0][holes].std() > 0  # filled, not left black
+    assert result.frames[0][holes].mean() > 10
