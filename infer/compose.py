@@ -94,7 +94,9 @@ def compose(color: Tensor, alpha: Tensor, depth: Tensor, features: Tensor, K: Te
         uv = source_pixels(up(depth), K_full, to_source)
         inside = (uv[:, :1] >= 0) & (uv[:, :1] <= W) & (uv[:, 1:] >= 0) & (uv[:, 1:] <= H)
         grid = torch.stack([2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1], -1)
-        sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = F.grid_sample(
+            source, grid, mode="bicubic", padding_mode="border", align_corners=False
+        ).clamp(0, 1)
         weight = up(shares[:, :1]) * inside
         out = weight * sampled + (1 - weight) * up(colour)
         covered = up(covered.float()) >= 0.5

@@ -1,11 +1,20 @@
-"""Stages 4-6 of gavs-stabilize: each frame's Gaussians rendered at its smoothed pose, composed
-at the output size.
+"""Stages 4-6 of gavs-stabilize: scene extrapolation, rendering at the smoothed poses, and
+composition at the output size.
 
-Each posed frame goes through the network on its padded canvas; its Gaussians, in the source
-camera's frame, are rendered from the smoothed camera (``relative_pose(original, smoothed)``)
-with the source pixel coordinates and origin labels as features, and ``infer.compose`` turns
-the render into the output frame (detail transfer, inpainting, attribution). Unposed frames
-are copied through, resized to the output size.
+For each posed frame:
+
+1. its padded canvas is filled with static pixels of neighbouring frames
+   (``infer.extrapolate.fill_canvas``), using the depth the network predicts for them on
+   their plain canvases (a first, cheap pass);
+2. the network turns the filled canvas into Gaussians in the source camera's frame, each
+   labelled with its origin (``ORIGINS``): the frame's own visible surface, a neighbour's
+   pixels, or the network's extrapolation (the still-empty padding and the deeper layers);
+3. static Gaussians of nearby frames that lie outside the frame's view are added
+   (``fusion_gaussians``);
+4. all of them are rendered from the smoothed camera (``relative_pose(original, smoothed)``),
+   and ``infer.compose`` makes the output frame (detail transfer, inpainting, attribution).
+
+Unposed frames are copied through, resized to the output size.
 """
 
 from __future__ import annotations
@@ -18,18 +27,32 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from infer.canvas import pad_canvas
+from infer.canvas import pad_amounts, pad_canvas
 from infer.compose import ORIGINS, compose, origin_features
+from infer.extrapolate import (
+    fill_canvas,
+    fusion_gaussians,
+    neighbour_order,
+    neighbour_transforms,
+    static_masks,
+)
 from infer.posing import PosedClip
 from model.cameras import relative_pose
+from model.gaussians import Gaussians
 from model.network import GaussianPredictor
 from model.render import render
+
+SOURCE, NEIGHBOURS, EXTRAPOLATED = (ORIGINS.index(name) for name in ("source", "neighbours", "extrapolated"))
 
 
 @dataclass
 class RenderConfig:
     batch: int = 4  # frames per network and render call
     full_resolution: bool = True  # output at the input's size by detail transfer; else the working size
+    canvas_offsets: tuple[int, ...] = (1, 2, 4, 8, 12)  # neighbours splatted into the padding; () for none
+    fusion_offsets: tuple[int, ...] = (5, 10)  # neighbours whose Gaussians outside the view join; () for none
+    dynamic_dilation: int = 4  # pixels added around moving regions before they are left out
+    dynamic_propagation: int = 6  # frames each moving region is tracked along the flow
     min_alpha: float = 0.5  # output pixels with less render opacity are inpainted
     inpaint_radius: int = 3  # pixels, at the output size
 
@@ -38,14 +61,132 @@ class RenderConfig:
 class Rendered:
     frames: np.ndarray  # [T, H, W, 3] uint8 at the output size
     origin_shares: np.ndarray  # [T, 4] per ORIGINS entry; unposed frames count as source
+    canvas_filled: float  # share of the padding filled from neighbours, over posed frames
 
 
-def gaussian_origins(valid: Tensor, layers: int) -> Tensor:
-    """``[B, layers * H * W]`` origin index (``ORIGINS``) of each Gaussian of a padded canvas
-    with validity ``valid [B, 1, H, W]``: the first layer of the frame's own pixels shows the
-    source; the padding and the deeper layers are the network's extrapolation."""
-    first = torch.where(valid.flatten(1) > 0, 0, 2)
-    return torch.cat([first, torch.full_like(first, 2).repeat(1, layers - 1)], 1)
+def gaussian_origins(valid: Tensor, layers: int, filled: Tensor | None = None) -> Tensor:
+    """``[B, layers * H * W]`` origin index of each Gaussian of padded canvases with validity
+    ``valid [B, 1, H, W]`` (the frame's own pixels) and ``filled [B, 1, H, W]`` (pixels from
+    neighbours): only the first layer shows what was observed; the padding left empty and the
+    deeper layers are the network's extrapolation."""
+    first = torch.full_like(valid, EXTRAPOLATED, dtype=torch.long)
+    if filled is not None:
+        first = torch.where(filled > 0, NEIGHBOURS, first)
+    first = torch.where(valid > 0, SOURCE, first).flatten(1)
+    return torch.cat([first, torch.full_like(first, EXTRAPOLATED).repeat(1, layers - 1)], 1)
+
+
+def _pad_to(gaussians: Gaussians, count: int) -> Gaussians:
+    """Append transparent Gaussians up to ``count``, so sets of different sizes batch."""
+    extra = count - gaussians.count
+    if extra == 0:
+        return gaussians
+    like = gaussians.means.new_zeros
+    blank = Gaussians(means=like(extra, 3) + torch.tensor([0.0, 0.0, 1.0], device=gaussians.means.device),
+                      quats=like(extra, 4) + torch.tensor([1.0, 0, 0, 0], device=gaussians.means.device),
+                      scales=like(extra, 3) + 1e-3, opacities=like(extra), colors=like(extra, 3),
+                      features=like(extra, gaussians.features.shape[-1]))  # fmt: skip
+    return Gaussians.cat([gaussians, blank])
+
+
+class _Scene:
+    """The posed frames' Gaussians, computed in batches on demand and dropped when passed."""
+
+    def __init__(self, net: GaussianPredictor, clip: PosedClip, pad: float, config: RenderConfig,
+                 device: torch.device, progress: bool) -> None:  # fmt: skip
+        self.net, self.pad, self.config, self.device = net, pad, config, device
+        self.images = clip.frames[clip.poses.frame_ids]
+        self.K = torch.from_numpy(clip.poses.K).float().to(device)
+        self.c2w = torch.from_numpy(clip.poses.c2w).float().to(device)
+        self.cache: dict[int, tuple[Gaussians, Tensor]] = {}
+        self.filled_share: list[float] = []
+        needs_neighbours = bool(config.canvas_offsets or config.fusion_offsets)
+        self.static = None
+        if needs_neighbours:
+            self.static = torch.from_numpy(
+                static_masks(
+                    self.images,
+                    clip.poses.K,
+                    clip.poses.c2w,
+                    config.dynamic_dilation,
+                    config.dynamic_propagation,
+                )
+            ).to(device)
+        self.depths = self._first_layer_depths(progress) if config.canvas_offsets else None
+
+    def _tensor(self, indices: list[int]) -> Tensor:
+        return torch.from_numpy(self.images[indices]).permute(0, 3, 1, 2).float().div(255).to(self.device)
+
+    def _first_layer_depths(self, progress: bool) -> Tensor:
+        """``[T, H, W]`` each frame's first-layer depth over its own pixels (plain canvas)."""
+        count, height, width = self.images.shape[:3]
+        rows, cols = pad_amounts(height, width, self.pad)
+        depths = []
+        steps = range(0, count, self.config.batch)
+        for start in tqdm(steps, desc="depth", disable=not progress, dynamic_ncols=True):
+            images = self._tensor(list(range(start, min(start + self.config.batch, count))))
+            padded, valid, K_pad = pad_canvas(images, self.K.expand(len(images), 3, 3), self.pad)
+            depth = self.net(padded, K_pad, valid).depth[:, 0]
+            depths.append(depth[:, rows : rows + height, cols : cols + width])
+        return torch.cat(depths)
+
+    def _canvas(self, index: int, padded: Tensor, valid: Tensor, K_pad: Tensor) -> tuple[Tensor, Tensor]:
+        neighbours = neighbour_order(index, len(self.images), self.config.canvas_offsets)
+        if not neighbours:
+            return padded, torch.zeros_like(valid[0])
+        canvas, filled = fill_canvas(padded, valid[0] == 0, K_pad, self._tensor(neighbours),
+                                     self.depths[neighbours], self.static[neighbours], self.K,
+                                     neighbour_transforms(self.c2w, index, neighbours))  # fmt: skip
+        return canvas, filled[None].float()
+
+    def _compute(self, start: int) -> None:
+        """Frames from ``start`` on (up to a batch of them) that are not cached yet."""
+        ahead = range(start, min(start + self.config.batch, len(self.images)))
+        indices = [i for i in ahead if i not in self.cache]
+        images = self._tensor(indices)
+        padded, valid, K_pad = pad_canvas(images, self.K.expand(len(images), 3, 3), self.pad)
+        filled = torch.zeros_like(valid)
+        if self.config.canvas_offsets:
+            for b, index in enumerate(indices):
+                padded[b], filled[b] = self._canvas(index, padded[b], valid[b], K_pad[b])
+                self.filled_share.append(float(filled[b].sum() / (1 - valid[b]).sum().clamp(min=1)))
+        out = self.net(padded, K_pad, valid + filled)
+        origins = gaussian_origins(valid, self.net.config.layers, filled)
+        gaussians = replace(out.gaussians, features=origin_features(origins))
+        height, width = valid.shape[-2:]
+        for b, index in enumerate(indices):
+            fusable = origins[b] == SOURCE
+            if self.static is not None:
+                rows, cols = pad_amounts(self.images.shape[1], self.images.shape[2], self.pad)
+                static = torch.zeros(height, width, dtype=torch.bool, device=self.device)
+                static[rows : rows + self.images.shape[1], cols : cols + self.images.shape[2]] = self.static[
+                    index
+                ]
+                deeper = static.new_zeros(len(fusable) - height * width)
+                fusable = fusable & torch.cat([static.flatten(), deeper])
+            self.cache[index] = (gaussians[b], fusable)
+
+    def get(self, index: int) -> tuple[Gaussians, Tensor]:
+        if index not in self.cache:
+            self._compute(index)
+        return self.cache[index]
+
+    def with_neighbours(self, index: int) -> Gaussians:
+        """Frame ``index``'s Gaussians plus the fused ones of its neighbours, in its camera."""
+        own, _ = self.get(index)
+        parts = [own]
+        height, width = self.images.shape[1:3]
+        for neighbour in neighbour_order(index, len(self.images), self.config.fusion_offsets):
+            gaussians, fusable = self.get(neighbour)
+            moved = fusion_gaussians(gaussians, fusable, relative_pose(self.c2w[neighbour], self.c2w[index]),
+                                     self.K, (width, height))  # fmt: skip
+            parts.append(
+                replace(moved, features=origin_features(torch.full_like(moved.opacities, NEIGHBOURS)))
+            )
+        reach = max((abs(o) for o in self.config.fusion_offsets), default=0)
+        for stale in [i for i in self.cache if i < index - reach]:
+            del self.cache[stale]
+        return Gaussians.cat(parts)
 
 
 @torch.no_grad()
@@ -64,21 +205,18 @@ def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndar
     for index, frame in enumerate(full_frames if full_frames is not None else clip.frames):
         frames[index] = frame if frame.shape[:2] == (out_h, out_w) else cv2.resize(frame, (out_w, out_h))
     shares = np.zeros((len(clip.frames), len(ORIGINS)))
-    shares[:, 0] = 1.0
-    K = torch.from_numpy(clip.poses.K).float().to(device)
-    original = torch.from_numpy(clip.poses.c2w).float().to(device)
+    shares[:, SOURCE] = 1.0
+    scene = _Scene(net, clip, pad, config, device, progress)
+    K = scene.K
     target = torch.from_numpy(smoothed).float().to(device)
     bar = tqdm(range(0, len(ids), config.batch), desc="render", disable=not progress, dynamic_ncols=True)
     for start in bar:
-        batch = slice(start, start + config.batch)
-        images = torch.from_numpy(clip.frames[ids[batch]]).permute(0, 3, 1, 2).float().div(255).to(device)
-        B = len(images)
-        padded, valid, K_pad = pad_canvas(images, K.expand(B, 3, 3), pad)
-        out = net(padded, K_pad, valid)
-        gaussians = replace(
-            out.gaussians, features=origin_features(gaussian_origins(valid, net.config.layers))
-        )
-        viewmats = relative_pose(original[batch], target[batch])  # source camera -> smoothed camera
+        batch = list(range(start, min(start + config.batch, len(ids))))
+        sets = [scene.with_neighbours(i) for i in batch]
+        count = max(g.count for g in sets)
+        gaussians = Gaussians.cat([_pad_to(g, count)[None] for g in sets], dim=0)
+        B = len(batch)
+        viewmats = relative_pose(scene.c2w[batch], target[batch])  # source camera -> smoothed camera
         Ks = K.expand(B, 3, 3)
         result = render(gaussians, viewmats[:, None], Ks[:, None], w, h, backend=backend)
         source = None
@@ -89,4 +227,5 @@ def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndar
                            config.inpaint_radius)  # fmt: skip
         frames[ids[batch]] = composed.frames
         shares[ids[batch]] = composed.origin_shares
-    return Rendered(frames, shares)
+    filled = float(np.mean(scene.filled_share)) if scene.filled_share else 0.0
+    return Rendered(frames, shares, filled)

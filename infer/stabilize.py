@@ -191,6 +191,7 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
         "timings_s": timings,
         "seconds_per_frame": {k: round(v / count, 4) for k, v in timings.items()},
         "finetune_curve": start["curve"],
+        "canvas_filled_from_neighbours": round(rendered.canvas_filled, 5),
         "pixel_origins": {
             "mean": dict(zip(ORIGINS, rendered.origin_shares.mean(0).round(5).tolist(), strict=True)),
             "per_frame": {
