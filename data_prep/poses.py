@@ -23,6 +23,10 @@ import pycolmap
 from scipy.optimize import minimize_scalar
 
 METHODS = ("global", "incremental", "rotation")
+# Video cameras see 20-120 degrees across. A bundle adjustment whose focal length runs off
+# to a 1-degree telephoto (seen on a small synthetic clip with a large moving object) has
+# found a degenerate solution, whatever its reprojection error.
+PLAUSIBLE_HFOV_DEG = (10.0, 150.0)
 
 
 class PoseError(RuntimeError):
@@ -326,7 +330,7 @@ def normalise_scale(poses: ClipPoses) -> ClipPoses:
     return poses
 
 
-def _acceptable(poses: ClipPoses, config: PoseConfig, num_frames: int) -> str | None:
+def _acceptable(poses: ClipPoses, config: PoseConfig, num_frames: int, width: int) -> str | None:
     """None when ``poses`` pass the checks, else the reason they do not."""
     stats = poses.stats
     if stats["registered_fraction"] < config.min_registered_fraction:
@@ -335,6 +339,9 @@ def _acceptable(poses: ClipPoses, config: PoseConfig, num_frames: int) -> str | 
         return f"reprojection error {stats['reprojection_error']:.2f} px"
     if poses.method != "rotation" and stats["min_observations_per_frame"] < config.min_observations:
         return f"a frame observes only {stats['min_observations_per_frame']} sparse points"
+    hfov = float(np.degrees(2 * np.arctan(width / 2 / poses.K[0, 0])))
+    if not PLAUSIBLE_HFOV_DEG[0] <= hfov <= PLAUSIBLE_HFOV_DEG[1]:
+        return f"implausible field of view {hfov:.1f} deg (focal {poses.K[0, 0]:.0f} px)"
     return None
 
 
@@ -375,7 +382,7 @@ def estimate_poses(
             except PoseError as err:
                 reasons.append(str(err))
                 continue
-            problem = _acceptable(poses, config, num_frames)
+            problem = _acceptable(poses, config, num_frames, width)
             if problem is None:
                 return normalise_scale(poses)
             reasons.append(f"{method}: {problem}")

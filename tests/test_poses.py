@@ -116,3 +116,18 @@ def test_real_handheld_clip_gets_poses():
     windows = len(frames) // 48
     assert posed >= 0.9 * windows * 48, posed
     assert np.mean(errors) < 1.5
+
+
+def test_a_runaway_focal_length_is_not_acceptable():
+    """A degenerate bundle adjustment (focal 7220 px on a 128 px frame, a 1-degree view) was
+    once accepted on its low reprojection error; the field-of-view check refuses it."""
+    from data_prep.poses import ClipPoses, PoseConfig, _acceptable
+
+    def poses(focal):
+        K = np.array([[focal, 0, 64], [0, focal, 36], [0, 0, 1.0]])
+        stats = {"registered_fraction": 1.0, "reprojection_error": 0.4, "min_observations_per_frame": 56}
+        return ClipPoses(K, np.tile(np.eye(4), (30, 1, 1)), np.arange(30), "global", np.zeros((0, 3)),
+                         np.zeros((0, 4)), np.zeros(0, int), 1.0, stats)  # fmt: skip
+
+    assert "implausible field of view" in _acceptable(poses(7220.0), PoseConfig(), 30, 128)
+    assert _acceptable(poses(110.0), PoseConfig(), 30, 128) is None

@@ -77,12 +77,24 @@ def test_output_is_steadier_and_matches_the_scene_at_the_smoothed_poses(shaky, s
     quality = np.mean([psnr(o, g) for o, g in zip(output, truth, strict=True)])
     # The frames sit where the true smoothed views do: measured mean offset 0.66 px, against
     # 4.5 px for the shaky input (at 256 px). With detail transfer from the full-size input,
-    # the frames match the truth to 25.2 dB; the fresh network's geometry after 6 finetuning
+    # the frames match the truth to 25.1 dB; the fresh network's geometry after 6 finetuning
     # steps limits it.
     assert np.mean(ours) < 0.25 * np.mean(shaky_input), (np.mean(ours), np.mean(shaky_input))
     assert quality > 24.0, quality
     origins = report["pixel_origins"]["mean"]
+    print(
+        "MEASURED",
+        np.mean(ours),
+        np.mean(shaky_input),
+        quality,
+        origins,
+        metrics["output"],
+        report["canvas_filled_from_neighbours"],
+    )
     assert sum(origins.values()) == pytest.approx(1.0, abs=1e-4) and origins["source"] > 0.9
+    # where the smoothed view looks past the frame, neighbours fill it (measured 4.7% of the
+    # output); nothing was left to the 2D inpainting
+    assert origins["neighbours"] > 0.01 and origins["inpainted"] < 0.001
 
     side = read_video(folder / "out.side-by-side.mp4").frames
     assert side.shape == (SCENE.num_frames, SCENE.height, 2 * SCENE.width, 3)
@@ -122,7 +134,7 @@ def test_detail_transfer_beats_upsampled_renders_at_full_resolution(shaky, stabi
     detail = read_video(folder / "out.mp4").frames
     assert report["output_size"] == [SCENE.width, SCENE.height]
     gain = np.mean([psnr(d, g) - psnr(u, g) for d, u, g in zip(detail, upsampled, truth, strict=True)])
-    # measured +4.2 dB: the input's own detail, resampled through the rendered depth
+    # measured +4.1 dB: the input's own detail, resampled through the rendered depth
     assert gain > 3.0, gain
 
 
