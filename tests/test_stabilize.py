@@ -82,15 +82,6 @@ def test_output_is_steadier_and_matches_the_scene_at_the_smoothed_poses(shaky, s
     assert np.mean(ours) < 0.25 * np.mean(shaky_input), (np.mean(ours), np.mean(shaky_input))
     assert quality > 24.0, quality
     origins = report["pixel_origins"]["mean"]
-    print(
-        "MEASURED",
-        np.mean(ours),
-        np.mean(shaky_input),
-        quality,
-        origins,
-        metrics["output"],
-        report["canvas_filled_from_neighbours"],
-    )
     assert sum(origins.values()) == pytest.approx(1.0, abs=1e-4) and origins["source"] > 0.9
     # where the smoothed view looks past the frame, neighbours fill it (measured 4.7% of the
     # output); nothing was left to the 2D inpainting
