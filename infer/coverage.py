@@ -135,18 +135,22 @@ def _box_quadratic(H: sparse.csr_matrix, lower: np.ndarray, upper: np.ndarray) -
     raise RuntimeError("coverage smoothing: the active-set solver did not converge")
 
 
-def _smooth_correction(delta: np.ndarray, bound: np.ndarray, sigma: float) -> np.ndarray:
-    """The small, smooth ``c [T]`` with ``|delta + c| <= bound`` (one axis)."""
-    count = len(delta)
-    if np.all(np.abs(delta) <= bound):
-        return np.zeros(count)
+def _smoothness(count: int, sigma: float) -> sparse.csr_matrix:
+    """``H`` of ``c^T H c = |c|^2 + sigma^2 |Dc|^2 + sigma^4 |D^2 c|^2`` for ``count`` frames."""
     blocks = [sparse.identity(count)]
     if count > 1:
         blocks.append(sigma * sparse.diags([-1.0, 1.0], [0, 1], shape=(count - 1, count)))
     if count > 2:
         blocks.append(sigma**2 * sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(count - 2, count)))
     A = sparse.vstack(blocks).tocsr()
-    return _box_quadratic((A.T @ A).tocsr(), -bound - delta, bound - delta)
+    return (A.T @ A).tocsr()
+
+
+def _smooth_correction(delta: np.ndarray, bound: np.ndarray, H: sparse.csr_matrix) -> np.ndarray:
+    """The small, smooth ``c [T]`` with ``|delta + c| <= bound`` (one axis)."""
+    if np.all(np.abs(delta) <= bound):
+        return np.zeros(len(delta))
+    return _box_quadratic(H, -bound - delta, bound - delta)
 
 
 def bounded_path(c2w: Tensor, smoothed: Tensor, K: Tensor, size: tuple[int, int], margin: tuple[float, float],
@@ -159,11 +163,10 @@ def bounded_path(c2w: Tensor, smoothed: Tensor, K: Tensor, size: tuple[int, int]
     before = overshoot(c2w, smoothed, K, size, margin, near_depth)
     path, rounds = smoothed, 0
     reach = before
+    H = _smoothness(len(c2w), sigma)
     while bool((reach > 0).any()) and rounds < MAX_ROUNDS:
         rounds += 1
-        corrected = delta + np.stack(
-            [_smooth_correction(delta[:, j], bounds[:, j], sigma) for j in range(6)], -1
-        )
+        corrected = delta + np.stack([_smooth_correction(delta[:, j], bounds[:, j], H) for j in range(6)], -1)
         path = from_deviations(c2w, torch.from_numpy(corrected))
         reach = overshoot(c2w, path, K, size, margin, near_depth)
         bounds[(reach > 0).numpy()] *= SHRINK

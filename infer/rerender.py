@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -98,6 +99,7 @@ class _Scene:
         self.images = clip.frames[clip.poses.frame_ids]
         self.K = torch.from_numpy(clip.poses.K).float().to(device)
         self.c2w = torch.from_numpy(clip.poses.c2w).float().to(device)
+        self.rows, self.cols = pad_amounts(*self.images.shape[1:3], pad)
         self.cache: dict[int, tuple[Gaussians, Tensor]] = {}
         self.filled_share: list[float] = []
         needs_neighbours = bool(config.canvas_offsets or config.fusion_offsets)
@@ -120,7 +122,7 @@ class _Scene:
     def _first_layer_depths(self, progress: bool) -> Tensor:
         """``[T, H, W]`` each frame's first-layer depth over its own pixels (plain canvas)."""
         count, height, width = self.images.shape[:3]
-        rows, cols = pad_amounts(height, width, self.pad)
+        rows, cols = self.rows, self.cols
         depths = []
         steps = range(0, count, self.config.batch)
         for start in tqdm(steps, desc="depth", disable=not progress, dynamic_ncols=True):
@@ -153,17 +155,14 @@ class _Scene:
         out = self.net(padded, K_pad, valid + filled)
         origins = gaussian_origins(valid, self.net.config.layers, filled)
         gaussians = replace(out.gaussians, features=origin_features(origins))
-        height, width = valid.shape[-2:]
+        canvas_pixels = valid.shape[-2] * valid.shape[-1]
         for b, index in enumerate(indices):
             fusable = origins[b] == SOURCE
-            if self.static is not None:
-                rows, cols = pad_amounts(self.images.shape[1], self.images.shape[2], self.pad)
-                static = torch.zeros(height, width, dtype=torch.bool, device=self.device)
-                static[rows : rows + self.images.shape[1], cols : cols + self.images.shape[2]] = self.static[
-                    index
-                ]
-                deeper = static.new_zeros(len(fusable) - height * width)
-                fusable = fusable & torch.cat([static.flatten(), deeper])
+            if self.static is not None:  # the frame's static mask on its canvas, first layer only
+                static = F.pad(self.static[index].float(), (self.cols, self.cols, self.rows, self.rows)) > 0
+                fusable = fusable & torch.cat(
+                    [static.flatten(), static.new_zeros(len(fusable) - canvas_pixels)]
+                )
             self.cache[index] = (gaussians[b], fusable)
 
     def get(self, index: int) -> tuple[Gaussians, Tensor]:
@@ -176,10 +175,11 @@ class _Scene:
         own, _ = self.get(index)
         parts = [own]
         height, width = self.images.shape[1:3]
-        for neighbour in neighbour_order(index, len(self.images), self.config.fusion_offsets):
+        neighbours = neighbour_order(index, len(self.images), self.config.fusion_offsets)
+        transforms = neighbour_transforms(self.c2w, index, neighbours) if neighbours else []
+        for neighbour, to_frame in zip(neighbours, transforms, strict=True):
             gaussians, fusable = self.get(neighbour)
-            moved = fusion_gaussians(gaussians, fusable, relative_pose(self.c2w[neighbour], self.c2w[index]),
-                                     self.K, (width, height))  # fmt: skip
+            moved = fusion_gaussians(gaussians, fusable, to_frame, self.K, (width, height))
             parts.append(
                 replace(moved, features=origin_features(torch.full_like(moved.opacities, NEIGHBOURS)))
             )
@@ -202,7 +202,9 @@ def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndar
     h, w = clip.frames.shape[1:3]
     out_h, out_w = full_frames.shape[1:3] if full_frames is not None else (h, w)
     frames = np.empty((len(clip.frames), out_h, out_w, 3), np.uint8)
-    for index, frame in enumerate(full_frames if full_frames is not None else clip.frames):
+    source_frames = full_frames if full_frames is not None else clip.frames
+    for index in np.setdiff1d(np.arange(len(frames)), ids):  # unposed: copied through (posed: rendered)
+        frame = source_frames[index]
         frames[index] = frame if frame.shape[:2] == (out_h, out_w) else cv2.resize(frame, (out_w, out_h))
     shares = np.zeros((len(clip.frames), len(ORIGINS)))
     shares[:, SOURCE] = 1.0
