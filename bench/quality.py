@@ -6,7 +6,9 @@
 Every clip is scored with ``infer.metrics.evaluate``: the input itself (always), vid.stab
 two-pass (always, unless --no-vidstab), and each ``--method NAME=COMMAND`` whose command
 holds ``{in}`` and ``{out}`` placeholders. Wall time per frame is measured around each
-command. Prints a markdown table and writes JSON.
+command. A method that writes ``OUT.report.json`` beside its output (gavs-stabilize does)
+adds its pixel origins (source, neighbours, extrapolated, inpainted shares) and per-stage
+seconds per frame to its row. Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -85,6 +87,19 @@ def template_command(template: str, src: Path, dst: Path) -> list[str]:
     return shlex.split(filled)
 
 
+def stabilizer_report(output: Path) -> dict:
+    """Pixel origins and stage times from a stabilizer's report beside its output, if it wrote one."""
+    path = output.with_suffix(".report.json")
+    if not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    origins = report.get("pixel_origins", {}).get("mean", {})
+    return {
+        **{f"origin_{name}": share for name, share in origins.items()},
+        "stage_seconds_per_frame": report.get("seconds_per_frame", {}),
+    }
+
+
 def run_timed(commands: list[list[str]]) -> float:
     start = time.perf_counter()
     for command in commands:
@@ -132,6 +147,7 @@ def main() -> None:
         input_motion = analyse_motion(source.frames, progress=False)
         for name, make_commands in methods:
             dst = work / f"{clip.stem}.{name}.mp4"
+            dst.with_suffix(".report.json").unlink(missing_ok=True)  # never read a stale report
             seconds = run_timed(make_commands(clip, dst))
             report = evaluate(
                 source.frames,
@@ -142,7 +158,8 @@ def main() -> None:
             )
             input_scores = report["input"]
             clip_rows.append({"clip": clip.name, "method": name, "frames": frames,
-                              "seconds_per_frame": seconds / frames, **report["output"]})  # fmt: skip
+                              "seconds_per_frame": seconds / frames, **report["output"],
+                              **stabilizer_report(dst)})  # fmt: skip
         if input_scores is None:  # no method ran: score the input alone
             input_scores = evaluate(
                 source.frames, source.frames, source.fps, progress=False, input_motion=input_motion
@@ -153,13 +170,13 @@ def main() -> None:
         rows.extend(clip_rows)
         print(f"scored {clip.name} ({frames} frames)", file=sys.stderr, flush=True)
 
-    header = "| clip | method | " + " | ".join(label for _, label in COLUMNS) + " | s/frame |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
+    header = "| clip | method | " + " | ".join(label for _, label in COLUMNS) + " | inpainted | s/frame |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 4)]
     for row in rows:
         cells = " | ".join(f"{row[key]:.3f}" for key, _ in COLUMNS)
-        lines.append(
-            f"| {Path(row['clip']).stem} | {row['method']} | {cells} | {row['seconds_per_frame']:.4f} |"
-        )
+        inpainted = f"{row['origin_inpainted']:.5f}" if "origin_inpainted" in row else "-"
+        lines.append(f"| {Path(row['clip']).stem} | {row['method']} | {cells} | {inpainted} "
+                     f"| {row['seconds_per_frame']:.4f} |")  # fmt: skip
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"clips": [c.name for c in clips], "rows": rows}, indent=2))
