@@ -223,16 +223,17 @@ def generate(config: SyntheticConfig, progress: bool | None = None) -> Synthetic
 def render_views(config: SyntheticConfig, c2w: np.ndarray, times: np.ndarray) -> np.ndarray:
     """The clip's scene seen from any cameras ``c2w [V, 4, 4]`` at frame times ``times [V]``
     (which place the moving object): ground truth for re-rendered views, ``[V, H, W, 3]`` uint8."""
-    return render_views_and_motion(config, c2w, times)[0]
+    return render_views_and_geometry(config, c2w, times)[0]
 
 
-def render_views_and_motion(
+def render_views_and_geometry(
     config: SyntheticConfig, c2w: np.ndarray, times: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``render_views`` and the ``[V, H, W]`` masks of the pixels showing the moving object."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``render_views``, their ``[V, H, W]`` z-depth, and the ``[V, H, W]`` masks of the
+    pixels showing the moving object: what a test needs to tell where a view's pixels came
+    from and where a moving object may leave a ghost."""
     scene = _build_scene(np.random.default_rng(config.seed), config.moving_object)
-    frames, _, dynamic = _render(scene, config, c2w, times, progress=False)
-    return frames, dynamic
+    return _render(scene, config, c2w, times, progress=False)
 
 
 def _render(

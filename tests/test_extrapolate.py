@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.synthetic import SyntheticConfig, generate, render_views_and_motion
+from data_prep.synthetic import SyntheticConfig, generate, render_views_and_geometry
 from infer.canvas import pad_amounts, pad_canvas
 from infer.extrapolate import (
     fill_canvas,
@@ -36,7 +36,7 @@ def padded_truth(clip):
     width, height = SCENE.width + 2 * cols, SCENE.height + 2 * rows
     hfov = math.degrees(2 * math.atan(width / 2 / clip.K[0, 0]))
     config = replace(SCENE, width=width, height=height, hfov_deg=hfov)
-    frames, moving = render_views_and_motion(config, clip.c2w[FRAME : FRAME + 1], np.array([FRAME]))
+    frames, _, moving = render_views_and_geometry(config, clip.c2w[FRAME : FRAME + 1], np.array([FRAME]))
     return frames[0], moving[0]
 
 
