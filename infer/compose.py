@@ -16,8 +16,10 @@ design suggests, returns the coordinate of the front-most splat, quantised to th
 grid: at 2x that samples the input nearly nearest-neighbour and lost 7 dB in a test. Depth
 varies smoothly across a surface's splats, so its quantisation costs almost nothing.)
 Rendered colour (upsampled) is used in proportion to the share of other origins, and
-wherever the warp points outside the source frame. Pixels the render leaves empty (alpha
-below ``min_alpha``) are filled by OpenCV's Telea inpainting, the last resort, and counted.
+wherever the warp points outside the source frame. The input is sampled with a Lanczos
+kernel (OpenCV), which keeps more of its detail at sub-pixel offsets than bicubic does.
+Pixels the render leaves empty (alpha below ``min_alpha``) are filled by OpenCV's Telea
+inpainting, the last resort, and counted.
 """
 
 from __future__ import annotations
@@ -65,9 +67,23 @@ def source_pixels(depth: Tensor, K: Tensor, to_source: Tensor) -> Tensor:
     return projected.transpose(1, 2).reshape(B, 2, H, W)
 
 
+def resample(frames: np.ndarray, uv: Tensor) -> Tensor:
+    """``[B, 3, H, W]`` in [0, 1]: ``frames [B, H, W, 3]`` uint8 sampled at pixel coordinates
+    ``uv [B, 2, H, W]`` (centres at +0.5) with OpenCV's 8x8 Lanczos kernel. Bicubic sampling
+    at sub-pixel offsets keeps 0.81-0.83 of a real clip's Laplacian variance under a
+    1-degree rotation, Lanczos 0.91."""
+    maps = (uv - 0.5).permute(0, 2, 3, 1).float().cpu().numpy()
+    sampled = np.stack([
+        cv2.remap(frame, m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+        for frame, m in zip(frames, maps, strict=True)
+    ])  # fmt: skip
+    return torch.from_numpy(sampled).permute(0, 3, 1, 2).float().div(255)
+
+
 @torch.no_grad()
 def compose(color: Tensor, alpha: Tensor, depth: Tensor, features: Tensor, K: Tensor, to_source: Tensor,
-            source: Tensor | None, min_alpha: float = 0.5, inpaint_radius: int = 3) -> Composed:  # fmt: skip
+            source: np.ndarray | None, min_alpha: float = 0.5, inpaint_radius: int = 3
+            ) -> Composed:  # fmt: skip
     """Output frames from renders at the working size ``h x w``.
 
     Args:
@@ -75,7 +91,7 @@ def compose(color: Tensor, alpha: Tensor, depth: Tensor, features: Tensor, K: Te
         features: ``[B, FEATURES, h, w]`` composited ``origin_features``.
         K: ``[B, 3, 3]`` working-size intrinsics of the render and of the source.
         to_source: ``[B, 4, 4]`` from the rendered (smoothed) camera to the source camera.
-        source: ``[B, 3, H, W]`` the input frames in [0, 1] at the output size, or None to output
+        source: ``[B, H, W, 3]`` uint8, the input frames at the output size, or None to output
             the working size without detail transfer.
     """
     h, w = color.shape[-2:]
@@ -85,7 +101,7 @@ def compose(color: Tensor, alpha: Tensor, depth: Tensor, features: Tensor, K: Te
     shares = (features / safe).clamp(0, 1)  # [B, 3, h, w]
     out = colour
     if source is not None:
-        H, W = source.shape[-2:]
+        H, W = source.shape[1:3]
 
         def up(t: Tensor) -> Tensor:
             return F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)
@@ -93,10 +109,7 @@ def compose(color: Tensor, alpha: Tensor, depth: Tensor, features: Tensor, K: Te
         K_full = scale_intrinsics(K, W / w, H / h)
         uv = source_pixels(up(depth), K_full, to_source)
         inside = (uv[:, :1] >= 0) & (uv[:, :1] <= W) & (uv[:, 1:] >= 0) & (uv[:, 1:] <= H)
-        grid = torch.stack([2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1], -1)
-        sampled = F.grid_sample(
-            source, grid, mode="bicubic", padding_mode="border", align_corners=False
-        ).clamp(0, 1)
+        sampled = resample(source, uv).to(color.device)
         weight = up(shares[:, :1]) * inside
         out = weight * sampled + (1 - weight) * up(colour)
         covered = up(covered.float()) >= 0.5

@@ -221,9 +221,7 @@ def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndar
         viewmats = relative_pose(scene.c2w[batch], target[batch])  # source camera -> smoothed camera
         Ks = K.expand(B, 3, 3)
         result = render(gaussians, viewmats[:, None], Ks[:, None], w, h, backend=backend)
-        source = None
-        if full_frames is not None:
-            source = torch.from_numpy(full_frames[ids[batch]]).permute(0, 3, 1, 2).float().div(255).to(device)
+        source = full_frames[ids[batch]] if full_frames is not None else None
         composed = compose(result.color[:, 0], result.alpha[:, 0], result.depth[:, 0], result.features[:, 0],
                            Ks, torch.linalg.inv(viewmats), source, config.min_alpha,
                            config.inpaint_radius)  # fmt: skip

@@ -37,7 +37,7 @@ def rendered_identity(image_full: np.ndarray, viewmat: torch.Tensor):
 
 def composed(full: np.ndarray, viewmat: torch.Tensor, detail: bool = True):
     color, alpha, depth, features, K = rendered_identity(full, viewmat)
-    source = torch.from_numpy(full).permute(2, 0, 1)[None].float() / 255 if detail else None
+    source = full[None] if detail else None
     return compose(color, alpha, depth, features, K, torch.linalg.inv(viewmat)[None], source), alpha
 
 
