@@ -60,9 +60,15 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:
 
 
 def write_video(
-    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18, codec: str = "libx264"
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    crf: int = 18,
+    codec: str = "libx264",
+    tune: str | None = None,
 ) -> Path:
     """Encode RGB uint8 frames as H.264 (yuv420p), atomically: a failed write leaves nothing behind.
+    ``tune`` is x264's (e.g. ``grain``, which keeps fine texture in every frame type).
 
     Frames go to a temporary name in the destination folder, which is renamed on success.
     """
@@ -86,7 +92,7 @@ def write_video(
                         )
                     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
                     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                    stream.options = {"crf": str(crf)}
+                    stream.options = {"crf": str(crf), **({"tune": tune} if tune else {})}
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             if stream is None:
                 raise VideoError(f"{path}: no frames to write")

@@ -35,13 +35,15 @@ def _mux_audio(video_only: Path, source: Path, destination: Path, duration: floa
 
 
 def write_output(source: Path, output: Path, frames: np.ndarray, fps: float,
-                 side_by_side: np.ndarray | None = None) -> list[Path]:  # fmt: skip
-    """H.264 ``output`` with the source's audio; with ``side_by_side`` (the input frames), also
-    ``OUT.side-by-side.mp4``: input left, output right. Returns the paths written."""
+                 side_by_side: np.ndarray | None = None, crf: int = 18,
+                 tune: str | None = None) -> list[Path]:  # fmt: skip
+    """H.264 ``output`` (x264 ``crf`` and ``tune``) with the source's audio; with
+    ``side_by_side`` (the input frames), also ``OUT.side-by-side.mp4``: input left, output
+    right. Returns the paths written."""
     video_only = output.with_name(f".{output.stem}.video{output.suffix}")
     muxed = output.with_name(f".{output.stem}.muxed{output.suffix}")
     try:
-        write_video(video_only, frames, fps)
+        write_video(video_only, frames, fps, crf=crf, tune=tune)
         try:
             has_audio = _mux_audio(video_only, source, muxed, len(frames) / fps)
         except av.FFmpegError as err:

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         help="bounded (default): the Gaussian path, bent back towards the real camera where "
         "the padded canvas would not cover the frame; gaussian: the plain window",
     )
+    parser.add_argument(
+        "--crf", type=int, help="H.264 quality of the output, 0-51, lower is larger and sharper (default 18)"
+    )
     parser.add_argument("--resolution", type=int, help="working resolution, longer side in px (default 320)")
     parser.add_argument("--max-frames", type=int, help="only the first N frames")
     parser.add_argument("--device", help="auto, cpu or cuda[:N] (default auto)")
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides: key.sub=value")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     flags = {"strength": args.strength, "smoothing": args.smoothing, "resolution": args.resolution,
-             "max_frames": args.max_frames, "device": args.device}  # fmt: skip
+             "max_frames": args.max_frames, "device": args.device, "crf": args.crf}  # fmt: skip
     overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     try:
         config = load_config(StabilizeConfig, args.config, overrides)

@@ -31,6 +31,14 @@ def test_round_trip_keeps_size_count_and_fps(tmp_path):
     assert read_video(path, max_frames=2).frames.shape[0] == 2
 
 
+def test_tune_and_crf_reach_the_encoder(tmp_path):
+    """x264 writes its settings into the stream; tune=grain's lower deblocking shows there."""
+    default = write_video(tmp_path / "default.mp4", frames(), fps=24.0).read_bytes()
+    grain = write_video(tmp_path / "grain.mp4", frames(), fps=24.0, crf=12, tune="grain").read_bytes()
+    assert b"deblock=1:0:0" in default and b"crf=18.0" in default
+    assert b"deblock=1:-2:-2" in grain and b"crf=12.0" in grain
+
+
 def test_unreadable_and_missing_files(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 100)
