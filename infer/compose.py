@@ -71,7 +71,8 @@ def resample(frames: np.ndarray, uv: Tensor) -> Tensor:
     """``[B, 3, H, W]`` in [0, 1]: ``frames [B, H, W, 3]`` uint8 sampled at pixel coordinates
     ``uv [B, 2, H, W]`` (centres at +0.5) with OpenCV's 8x8 Lanczos kernel. Bicubic sampling
     at sub-pixel offsets keeps 0.81-0.83 of a real clip's Laplacian variance under a
-    1-degree rotation, Lanczos 0.91."""
+    1-degree rotation, Lanczos 0.91. Torch has no Lanczos sampler, so on CUDA the warp
+    field makes one round trip to the CPU per batch."""
     maps = (uv - 0.5).permute(0, 2, 3, 1).float().cpu().numpy()
     sampled = np.stack([
         cv2.remap(frame, m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)

@@ -98,6 +98,11 @@ def outside_the_source(clip, true_smoothed, depth, frame) -> np.ndarray:
     return (camera[..., 2] <= 0) | (pu < 0) | (pu > w) | (pv < 0) | (pv > h)
 
 
+def near_object(moving, frame) -> np.ndarray:
+    """``[H, W]`` the object's pixels in the smoothed view now, grown by 5 px."""
+    return cv2.dilate(moving[frame].astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
+
+
 def ghost_risk(true_smoothed, moving, frame) -> np.ndarray:
     """``[H, W]`` pixels of the smoothed view where the object stood at the time of a
     neighbour that fills the view, but not now: a ghost would show there."""
@@ -105,8 +110,7 @@ def ghost_risk(true_smoothed, moving, frame) -> np.ndarray:
     times = [frame + s * o for o in offsets for s in (-1, 1) if 0 <= frame + s * o < MOVING.num_frames]
     views = np.repeat(true_smoothed[frame : frame + 1], len(times), 0)
     _, _, then = render_views_and_geometry(replace(MOVING, supersample=1), views, np.array(times))
-    now = cv2.dilate(moving[frame].astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
-    return then.any(0) & ~now
+    return then.any(0) & ~near_object(moving, frame)
 
 
 def test_full_frame_little_inpainting_and_the_input_detail(scene):
@@ -142,8 +146,7 @@ def test_the_moving_object_leaves_no_ghost_where_neighbours_fill(scene, monkeypa
     for frame in CHECKED:
         outside = outside_the_source(clip, true_smoothed, depth, frame)
         risk = ghost_risk(true_smoothed, moving, frame)
-        near_object = cv2.dilate(moving[frame].astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
-        regions.append((frame, outside & risk, outside & ~risk & ~near_object))
+        regions.append((frame, outside & risk, outside & ~risk & ~near_object(moving, frame)))
     assert sum(r.sum() for _, r, _ in regions) > 1000 and sum(e.sum() for _, _, e in regions) > 1000
 
     def errors(frames):
