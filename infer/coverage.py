@@ -11,18 +11,20 @@ pixels have no source at all. This module
 - finds the path that stays closest to the smoothed one under per-frame bounds on the
   deviation from the real camera (``bounded_path``). The deviation ``delta_t`` of the smoothed
   pose from the real one (axis-angle and translation, in the real camera's frame) gets a
-  correction ``c`` that is as small and as smooth as possible,
+  correction ``c`` that is as small and as smooth as possible, by the smoother's own measure,
 
-      minimise  sum_t |c_t|^2 + sigma^2 |c_t - c_{t-1}|^2 + sigma^4 |c_{t+1} - 2 c_t + c_{t-1}|^2
+      minimise  sum_t |c_t|^2 + lam |c_{t+1} - 2 c_t + c_{t-1}|^2
       subject to  -b_t <= delta_t + c_t <= b_t   (per axis),
 
-  so it fades over about sigma frames around the frames that need it and is zero elsewhere.
-  The bounds start at the share of the canvas margin each axis may use and shrink on frames
-  whose exact check still fails, until every frame is covered.
+  so it fades within a few ``lam^(1/4)`` frames of the frames that need it and is zero
+  elsewhere. The bounds start at the share of the canvas margin each axis may use and shrink
+  on frames whose exact check still fails, until every frame is covered.
 
-Smoothing the correction on the path's own time scale keeps the result as smooth as the
-Gaussian path where it is bent; it is a first-order approximation in the deviations, which
-stay small (a few degrees) by construction.
+With ``lam`` of the minimum-acceleration path that ``delta`` came from, the cross terms
+cancel: the bent path is the path nearest the real camera with the least acceleration
+*among those that stay inside the bounds*, not a smooth path with a patch on it. This holds to
+first order in the deviations, which stay small (a few degrees) by construction, and away
+from the ends, where the smoother sees reflected frames.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from scipy.sparse.linalg import spsolve
 from torch import Tensor
 
 from data_prep.poses import ClipPoses
+from infer.trajectory import acceleration_penalty, acceleration_weight
 from model.cameras import axis_angle_to_matrix, invert_pose, make_pose, matrix_to_axis_angle
 
 SHRINK = 0.85  # bound factor per refinement round on frames still uncovered
@@ -135,17 +138,6 @@ def _box_quadratic(H: sparse.csr_matrix, lower: np.ndarray, upper: np.ndarray) -
     raise RuntimeError("coverage smoothing: the active-set solver did not converge")
 
 
-def _smoothness(count: int, sigma: float) -> sparse.csr_matrix:
-    """``H`` of ``c^T H c = |c|^2 + sigma^2 |Dc|^2 + sigma^4 |D^2 c|^2`` for ``count`` frames."""
-    blocks = [sparse.identity(count)]
-    if count > 1:
-        blocks.append(sigma * sparse.diags([-1.0, 1.0], [0, 1], shape=(count - 1, count)))
-    if count > 2:
-        blocks.append(sigma**2 * sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(count - 2, count)))
-    A = sparse.vstack(blocks).tocsr()
-    return (A.T @ A).tocsr()
-
-
 def _smooth_correction(delta: np.ndarray, bound: np.ndarray, H: sparse.csr_matrix) -> np.ndarray:
     """The small, smooth ``c [T]`` with ``|delta + c| <= bound`` (one axis)."""
     if np.all(np.abs(delta) <= bound):
@@ -154,16 +146,17 @@ def _smooth_correction(delta: np.ndarray, bound: np.ndarray, H: sparse.csr_matri
 
 
 def bounded_path(c2w: Tensor, smoothed: Tensor, K: Tensor, size: tuple[int, int], margin: tuple[float, float],
-                 near_depth: float, sigma: float) -> tuple[Tensor, dict]:  # fmt: skip
-    """The path nearest ``smoothed`` whose every frame the canvas covers, and a summary:
-    frames bent, rounds, and the worst overshoot before and after (pixels)."""
+                 near_depth: float, strength: float) -> tuple[Tensor, dict]:  # fmt: skip
+    """The path nearest ``smoothed`` (a ``min_acceleration_path`` of this ``strength``) whose
+    every frame the canvas covers, and a summary: frames bent, rounds, and the worst overshoot
+    before and after (pixels)."""
     c2w, smoothed, K = c2w.double(), smoothed.double(), K.double()
     delta = deviations(c2w, smoothed).numpy()
     bounds = np.tile(initial_bounds(K, size, margin, near_depth).numpy(), (len(c2w), 1))
     before = overshoot(c2w, smoothed, K, size, margin, near_depth)
     path, rounds = smoothed, 0
     reach = before
-    H = _smoothness(len(c2w), sigma)
+    H = acceleration_penalty(len(c2w), acceleration_weight(strength))
     while bool((reach > 0).any()) and rounds < MAX_ROUNDS:
         rounds += 1
         corrected = delta + np.stack([_smooth_correction(delta[:, j], bounds[:, j], H) for j in range(6)], -1)

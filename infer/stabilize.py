@@ -27,7 +27,7 @@ from infer.finetune import FinetuneConfig, finetune
 from infer.media import plot_paths, write_output
 from infer.posing import PosedClip, cache_key, decode_and_pose
 from infer.rerender import RenderConfig, render_stabilized
-from infer.trajectory import GAVS_SIGMA, smooth_path
+from infer.trajectory import GAVS_SIGMA, acceleration_weight, min_acceleration_path, smooth_path
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import load_predictor, resolve, save_predictor, sha256
 
@@ -36,7 +36,7 @@ from model.release import load_predictor, resolve, save_predictor, sha256
 class StabilizeConfig:
     resolution: int = 320  # working resolution: the longer side, in pixels
     strength: float = 4.0  # 1 is GaVS's smoothing (31-frame window, sigma 4); 4 is sigma 16
-    smoothing: str = "bounded"  # or "gaussian": the plain window, even where it leaves the canvas
+    smoothing: str = "bounded"  # minimum acceleration inside the canvas; or "gaussian": GaVS's window
     max_frames: int | None = None
     device: str = "auto"  # auto: CUDA when available
     # H.264 quality of the output. x264's default tune gives B-frames coarser quantisers,
@@ -97,19 +97,23 @@ X264_TUNES = ("grain", "film", "animation", "stillimage", "psnr", "ssim", "none"
 
 
 def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dict]:
-    """The smoothed poses of the posed frames and how they were found. ``bounded`` bends the
-    Gaussian path back towards the real camera wherever the padded canvas would not cover
-    the output frame (see ``infer.coverage``)."""
+    """The smoothed poses of the posed frames and how they were found. ``bounded`` takes the
+    minimum-acceleration path and bends it back towards the real camera wherever the padded
+    canvas would not cover the output frame (see ``infer.coverage``); ``gaussian`` is GaVS's
+    window, even where it leaves the canvas."""
     c2w = torch.from_numpy(clip.poses.c2w)
-    smoothed = smooth_path(c2w, config.strength)
     summary: dict = {"mode": config.smoothing, "strength": config.strength,
                      "sigma_frames": GAVS_SIGMA * config.strength}  # fmt: skip
-    if config.smoothing == "bounded" and config.strength > 0:
+    if config.smoothing == "gaussian":
+        return smooth_path(c2w, config.strength).numpy(), summary
+    smoothed = min_acceleration_path(c2w, config.strength)
+    summary["acceleration_weight"] = acceleration_weight(config.strength)
+    if config.strength > 0:
         H, W = clip.frames.shape[1:3]
         rows, cols = pad_amounts(H, W, config.finetune.pad)
         depth = near_depth(clip.poses)
         smoothed, bending = bounded_path(c2w, smoothed, torch.from_numpy(clip.poses.K), (W, H), (cols, rows),
-                                         depth, GAVS_SIGMA * config.strength)  # fmt: skip
+                                         depth, config.strength)  # fmt: skip
         summary.update(near_depth=depth, **bending)
     return smoothed.numpy(), summary
 
@@ -131,6 +135,8 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
         raise ConfigError(f"tune must be one of {', '.join(X264_TUNES)}, got {config.tune!r}")
     if config.smoothing not in SMOOTHING_MODES:
         raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHING_MODES)}, got {config.smoothing!r}")
+    if config.strength < 0:
+        raise ConfigError(f"strength must be 0 (no smoothing) or more, got {config.strength}")
     work_dir = Path(work_dir) if work_dir is not None else output.parent / f".{output.stem}.gavs-work"
     device = pick_device(config.device)
     timings: dict[str, float] = {}

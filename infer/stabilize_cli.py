@@ -33,13 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--strength",
         type=float,
-        help="smoothing: 1 = GaVS's 31-frame window (sigma 4 frames); default 4 (sigma 16)",
+        help="how much shake to remove: 1 = GaVS's 31-frame window (sigma 4 frames); default 4 (sigma 16)",
     )
     parser.add_argument(
         "--smoothing",
         choices=("bounded", "gaussian"),
-        help="bounded (default): the Gaussian path, bent back towards the real camera where "
-        "the padded canvas would not cover the frame; gaussian: the plain window",
+        help="bounded (default): the minimum-acceleration path, as strong as the Gaussian window of "
+        "that strength but closer to the real camera, kept where the padded canvas covers the frame; "
+        "gaussian: GaVS's Gaussian window, even where it leaves the canvas",
     )
     parser.add_argument(
         "--crf", type=int, help="H.264 quality of the output, 0-51, lower is larger and sharper (default 18)"

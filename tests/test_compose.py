@@ -68,3 +68,27 @@ def test_pixels_beyond_the_canvas_are_inpainted_and_counted():
     holes = cv2.resize((alpha[0, 0] < 0.5).float().numpy(), FULL[::-1]) > 0.5
     assert holes.any() and result.frames[0][holes].std() > 0  # filled, not left black
     assert result.frames[0][holes].mean() > 10
+
+
+def test_the_source_shows_where_it_dominates_and_fades_to_the_render_where_it_does_not():
+    texture = procedural_texture(np.random.default_rng(2), 512)
+    full = (cv2.resize(texture, FULL[::-1], interpolation=cv2.INTER_AREA) * 255).astype(np.uint8)
+    h, w = WORK
+    alpha = torch.full((1, 1, h, w), 0.97)  # a first layer that is not quite opaque
+    grey = 0.5
+    share = torch.full((1, 1, h, w), 0.95)  # the source's share: most of the frame...
+    share[..., w // 3 : 2 * w // 3] = 0.6  # ...a blend...
+    share[..., 2 * w // 3 :] = 0.1  # ...and a disocclusion
+    features = torch.cat([share, 1 - share, torch.zeros_like(share)], 1) * alpha
+    K = make_intrinsics(60.0, 60.0, w / 2, h / 2, dtype=torch.float32)[None]
+    result = compose(grey * alpha.expand(1, 3, h, w), alpha, torch.ones(1, 1, h, w), features, K,
+                     torch.eye(4)[None], full[None])  # fmt: skip
+    out, third = result.frames[0].astype(float), FULL[1] // 3
+    inner = slice(4, FULL[0] - 4)  # away from the bilinear seams between the thirds
+    # a source share of 0.95 shows the input unblended (the identity warp samples it exactly)
+    assert np.abs(out[inner, 4 : third - 4] - full[inner, 4 : third - 4]).max() <= 1
+    # 0.6 is 70% of the way up the 0.25-0.75 ramp
+    blend = 0.7 * full[inner, third + 4 : 2 * third - 4] + 0.3 * 255 * grey
+    assert np.abs(out[inner, third + 4 : 2 * third - 4] - blend).max() <= 1
+    # a share of 0.1 is the render's
+    assert np.abs(out[inner, 2 * third + 4 : -4] - 255 * grey).max() <= 1

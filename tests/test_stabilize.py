@@ -151,6 +151,7 @@ def test_bad_inputs_give_clear_errors_and_no_output(shaky, tmp_path, capsys):
     fails([str(folder / "shaky.mp4"), "-o", str(out), "finetune.nope=1"], "nope")
     fails([str(folder / "shaky.mp4"), "-o", str(out), "smoothing=spline", *QUICK], "smoothing must be one of")
     fails([str(folder / "shaky.mp4"), "-o", str(out), "--crf", "60", *QUICK], "crf must be 0-51")
+    fails([str(folder / "shaky.mp4"), "-o", str(out), "--strength", "-1", *QUICK], "strength must be 0")
     fails([str(folder / "shaky.mp4"), "-o", str(out), "tune=sharp", *QUICK], "tune must be one of")
 
     # a release whose weights belong to another architecture than its config says

@@ -1,11 +1,20 @@
-"""Path smoothing keeps steady motion, removes shake, and treats rotations correctly."""
+"""Path smoothing keeps steady motion, removes shake, and treats rotations correctly; the
+minimum-acceleration path removes shake like the Gaussian window but follows slow motion."""
 
 import math
 
 import pytest
 import torch
 
-from infer.trajectory import GAVS_SIGMA, average_quaternions, smooth_path, window_for
+from infer.trajectory import (
+    GAVS_SIGMA,
+    HALF_AMPLITUDE,
+    acceleration_weight,
+    average_quaternions,
+    min_acceleration_path,
+    smooth_path,
+    window_for,
+)
 from model.cameras import axis_angle_to_matrix, make_pose, matrix_to_quat, rotation_angle
 
 
@@ -70,3 +79,60 @@ def test_quaternion_average_ignores_signs_and_finds_the_middle():
     mean = average_quaternions(quats, torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64))
     expected = matrix_to_quat(axis_angle_to_matrix(0.3 * axis))
     assert torch.allclose(mean, expected, atol=1e-12)
+
+
+def swaying(count: int, period: float, amplitude: float = 0.01):
+    """A camera swaying sideways and panning back and forth with one period (frames)."""
+    t = torch.arange(count, dtype=torch.float64)
+    wave = amplitude * torch.sin(2 * math.pi * t / period + 0.4)
+    centres = torch.stack([wave, torch.zeros_like(t), torch.zeros_like(t)], -1)
+    rotations = axis_angle_to_matrix(torch.stack([torch.zeros_like(t), wave, torch.zeros_like(t)], -1))
+    return make_pose(rotations, centres)
+
+
+def kept(smoother, period: float, strength: float, count: int = 600) -> tuple[float, float]:
+    """Share of a sway's amplitude (position, rotation) left in the middle of the path."""
+    path = swaying(count, period)
+    smooth = smoother(path, strength)
+    middle = slice(count // 3, 2 * count // 3)
+    position = smooth[middle, 0, 3].abs().max() / path[middle, 0, 3].abs().max()
+    angle = rotation_angle(smooth[middle, :3, :3]).max() / rotation_angle(path[middle, :3, :3]).max()
+    return float(position), float(angle)
+
+
+@pytest.mark.parametrize("strength", [1.0, 4.0])
+def test_min_acceleration_halves_the_sway_the_gaussian_halves(strength):
+    sigma = GAVS_SIGMA * strength
+    half = 2 * math.pi * sigma / HALF_AMPLITUDE  # the period a Gaussian of sigma halves
+    for smoother in (smooth_path, min_acceleration_path):
+        assert kept(smoother, half, strength) == pytest.approx((0.5, 0.5), abs=0.03)
+    # slower sway (10 sigma): the Gaussian takes a fifth of it away, this path a thirteenth
+    gaussian = kept(smooth_path, 10 * sigma, strength)
+    followed = kept(min_acceleration_path, 10 * sigma, strength)
+    assert max(gaussian) < 0.85 and min(followed) > 0.9
+    # shake (period 4): the response 1 / (1 + lam (2 - 2 cos omega)^2) at omega = pi / 2
+    # (plus what the ends leak into the middle: about 1e-6)
+    shake = 1 / (1 + 4 * acceleration_weight(strength))
+    assert kept(min_acceleration_path, 4, strength) == pytest.approx((shake, shake), rel=0.02, abs=2e-6)
+
+
+def test_min_acceleration_keeps_steady_motion_and_removes_shake():
+    path = steady_path()
+    smooth = min_acceleration_path(path)
+    assert torch.allclose(smooth[:, :3, 3], path[:, :3, 3], atol=1e-9)
+    angles = rotation_angle(smooth[:, :3, :3].transpose(-1, -2) @ path[:, :3, :3])
+    assert angles.max() < 1e-5  # measured 1.1e-6: quaternions along a 34-degree pan are nearly a line
+    smooth = min_acceleration_path(shaken(path, amplitude=0.01, angle=0.01))
+    position = (smooth[:, :3, 3] - path[:, :3, 3]).norm(dim=-1) / 0.01
+    angle = rotation_angle(smooth[:, :3, :3].transpose(-1, -2) @ path[:, :3, :3]) / 0.01
+    interior = slice(15, -15)
+    assert position[interior].max() < 0.02 and angle[interior].max() < 0.02  # measured 0.009
+    assert position.max() < 0.25 and angle.max() < 0.25  # the ends, as for the Gaussian: 0.21
+
+
+def test_min_acceleration_strength_zero_is_the_input_and_negative_is_an_error():
+    path = shaken(steady_path(20))
+    assert torch.equal(min_acceleration_path(path, strength=0), path)
+    with pytest.raises(ValueError, match="strength"):
+        min_acceleration_path(path, strength=-1)
+    assert min_acceleration_path(path[:2]).shape == (2, 4, 4)
