@@ -20,11 +20,12 @@ one ``x`` with little acceleration, ``argmin sum_t |p_t - x_t|^2 + lam sum_t |p_
 ``omega`` radians per frame is ``1 / (1 + lam (2 - 2 cos omega)^2)``: flat where a Gaussian's
 already falls as ``1 - sigma^2 omega^2 / 2``, then as steep. ``acceleration_weight`` puts its
 half-amplitude frequency where the Gaussian's is, so the same ``strength`` removes shake
-alike, while the path keeps closer to the real camera: slow sway the viewer reads as
-intended motion is followed rather than averaged away, and the virtual camera strays less
-from the source canvas. It keeps straight lines, and in the interior any cubic, exactly.
-Rotations are smoothed as sign-aligned unit quaternions, renormalised: near a straight
-line over the few dozen frames that weigh on each pose, which is what the solve keeps.
+alike, while slow sway the viewer reads as intended motion is followed rather than averaged
+away. The objective keeps straight lines exactly, ends included, so the ends need no
+reflection: each end frame is pulled towards its neighbours only, which leaves it a little
+more of its shake than the reflected Gaussian does and keeps it much closer to the real
+camera. Rotations are smoothed as sign-aligned unit quaternions, renormalised: near a
+straight line over the few dozen frames that weigh on each pose, which the solve keeps.
 """
 
 from __future__ import annotations
@@ -139,21 +140,17 @@ def acceleration_penalty(count: int, weight: float) -> sparse.csr_matrix:
 
 def min_acceleration_path(c2w: Tensor, strength: float = 1.0, sigma: float = GAVS_SIGMA) -> Tensor:
     """The minimum-acceleration poses ``[T, 4, 4]`` for ``c2w [T, 4, 4]``, as strong as a
-    Gaussian window of ``sigma * strength`` frames; strength 0 is the input. The ends are
-    point-reflected as for the Gaussian window (without, the end frames keep twice the shake)."""
+    Gaussian window of ``sigma * strength`` frames; strength 0 is the input."""
     if strength < 0:
         raise ValueError(f"strength must be >= 0, got {strength}")
     if strength == 0 or len(c2w) < 3:
         return c2w.clone()
-    radius = min(window_for(sigma * strength) // 2, len(c2w) - 1)
-    padded = _reflect(c2w.double(), radius)
-    system = acceleration_penalty(len(padded), acceleration_weight(strength, sigma)).tocsc()
-    quats = matrix_to_quat(padded[:, :3, :3]).cpu().numpy()
+    system = acceleration_penalty(len(c2w), acceleration_weight(strength, sigma)).tocsc()
+    quats = matrix_to_quat(c2w[:, :3, :3].double()).cpu().numpy()
     for t in range(1, len(quats)):  # q and -q are one rotation: keep neighbours on one side
         if quats[t] @ quats[t - 1] < 0:
             quats[t] = -quats[t]
     quats = spsolve(system, quats)
     quats /= np.linalg.norm(quats, axis=-1, keepdims=True)
-    centres = spsolve(system, padded[:, :3, 3].cpu().numpy())
-    poses = make_pose(quat_to_matrix(torch.from_numpy(quats)), torch.from_numpy(centres))
-    return poses[radius : radius + len(c2w)].to(c2w)
+    centres = spsolve(system, c2w[:, :3, 3].double().cpu().numpy())
+    return make_pose(quat_to_matrix(torch.from_numpy(quats)), torch.from_numpy(centres)).to(c2w)
