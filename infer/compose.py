@@ -22,8 +22,9 @@ through a little. Taking shares literally blended that much of the soft render i
 pixel and cost 7% of the Laplacian variance (0.87 of the input's against 0.93 on a shaky-5
 segment); instead the source's weight ramps from 0 to 1 as its share goes from 0.25 to 0.75
 (``SOURCE_RAMP``), so a pixel that is mostly the source's shows the source, and a
-disocclusion, where deeper layers take over, fades to the render. The input is sampled with a Lanczos
-kernel (OpenCV), which keeps more of its detail at sub-pixel offsets than bicubic does.
+disocclusion, where deeper layers take over, fades to the render. The input is sampled
+with a Lanczos kernel (OpenCV), which keeps more of its detail at sub-pixel offsets than
+bicubic does.
 Pixels the render leaves empty (alpha below ``min_alpha``) are filled by OpenCV's Telea
 inpainting, the last resort, and counted.
 """

@@ -22,9 +22,9 @@ pixels have no source at all. This module
 
 With ``lam`` of the minimum-acceleration path that ``delta`` came from, the cross terms
 cancel: the bent path is the path nearest the real camera with the least acceleration
-*among those that stay inside the bounds*, not a smooth path with a patch on it. This holds to
-first order in the deviations, which stay small (a few degrees) by construction, and away
-from the ends, where the smoother sees reflected frames.
+*among those that stay inside the bounds*, not a smooth path with a patch on it (tested
+against a direct solve). This holds to first order in the deviations, which stay small (a
+few degrees) by construction.
 """
 
 from __future__ import annotations

@@ -8,8 +8,13 @@ from scipy import sparse
 
 from data_prep.synthetic import SyntheticConfig, _shake
 from data_prep.synthetic import smooth_path as true_path
-from infer.coverage import _box_quadratic, bounded_path, deviations, overshoot
-from infer.trajectory import min_acceleration_path
+from infer.coverage import _box_quadratic, _smooth_correction, bounded_path, deviations, overshoot
+from infer.trajectory import (
+    acceleration_penalty,
+    acceleration_weight,
+    min_acceleration_path,
+    second_difference,
+)
 from model.cameras import axis_angle_to_matrix, make_pose
 
 SIZE = (320, 180)
@@ -89,3 +94,24 @@ def test_box_quadratic_matches_a_dense_reference():
     reference = lsq_linear(L, np.zeros(n), bounds=(lower, upper), method="bvls", tol=1e-14).x
     assert np.all(c >= lower - 1e-12) and np.all(c <= upper + 1e-12)
     assert np.allclose(c, reference, atol=1e-8)
+
+
+def test_the_bent_path_is_the_least_acceleration_path_inside_the_bounds():
+    """Correcting the smoothed path's deviation with the smoother's own quadratic form gives
+    the constrained optimum itself: argmin |d|^2 + lam |D2 (x + d)|^2 with |d| <= b."""
+    count, strength = 120, 2.0
+    x = torch.from_numpy(np.cumsum(np.random.default_rng(3).normal(0, 0.01, count)))  # sideways drift
+    shaky = make_pose(torch.eye(3, dtype=torch.float64).expand(count, 3, 3),
+                      torch.stack([x, torch.zeros_like(x), torch.zeros_like(x)], -1))  # fmt: skip
+    delta = deviations(shaky, min_acceleration_path(shaky, strength))[:, 3].numpy()
+    bound = np.full(count, 0.4 * np.abs(delta).max())
+    lam = acceleration_weight(strength)
+    bent = delta + _smooth_correction(delta, bound, acceleration_penalty(count, lam))
+    from scipy.optimize import lsq_linear
+
+    D = second_difference(count).toarray()
+    A = np.concatenate([np.eye(count), np.sqrt(lam) * D])
+    target = np.concatenate([np.zeros(count), -np.sqrt(lam) * D @ x.numpy()])
+    reference = lsq_linear(A, target, bounds=(-bound, bound), method="bvls", tol=1e-14).x
+    assert (np.abs(reference) >= bound - 1e-9).sum() > 5  # the bounds are active
+    assert np.allclose(bent, reference, atol=1e-7 * np.abs(delta).max())
