@@ -150,7 +150,8 @@ def min_acceleration_path(c2w: Tensor, strength: float = 1.0, sigma: float = GAV
     for t in range(1, len(quats)):  # q and -q are one rotation: keep neighbours on one side
         if quats[t] @ quats[t - 1] < 0:
             quats[t] = -quats[t]
-    quats = spsolve(system, quats)
+    centres = c2w[:, :3, 3].double().cpu().numpy()
+    solved = spsolve(system, np.concatenate([quats, centres], -1))  # one factorisation for both
+    quats, centres = solved[:, :4], solved[:, 4:]
     quats /= np.linalg.norm(quats, axis=-1, keepdims=True)
-    centres = spsolve(system, c2w[:, :3, 3].double().cpu().numpy())
     return make_pose(quat_to_matrix(torch.from_numpy(quats)), torch.from_numpy(centres)).to(c2w)
