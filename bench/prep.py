@@ -59,14 +59,16 @@ def main() -> None:
     for name, windows in attempted.items():
         row = per_video.get(name, {"clips": 0, "frames": 0, "methods": {}, "errors": []})
         errors = row["errors"]
-        rows.append({
-            "video": name,
-            "clips_attempted": windows,
-            "clips_posed": row["clips"],
-            "frames_posed_share": row["frames"] / max(windows * config.clip_length, 1),
-            "pose_methods": dict(row["methods"]),
-            "reprojection_error_px": sum(errors) / len(errors) if errors else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "video": name,
+                "clips_attempted": windows,
+                "clips_posed": row["clips"],
+                "frames_posed_share": row["frames"] / max(windows * config.clip_length, 1),
+                "pose_methods": dict(row["methods"]),
+                "reprojection_error_px": sum(errors) / len(errors) if errors else None,
+            }
+        )
     total_clips = sum(attempted.values())
     summary = {
         "clips": total_clips,
@@ -76,8 +78,10 @@ def main() -> None:
         "frames_posed_share": sum(r["frames_posed_share"] * r["clips_attempted"] for r in rows)
         / max(total_clips, 1),
     }
-    print(f"{total_clips} clips in {seconds:.0f} s on {config.workers} workers: "
-          f"{summary['clips_per_hour_per_core']:.0f} clips/hour/core\n")  # fmt: skip
+    print(
+        f"{total_clips} clips in {seconds:.0f} s on {config.workers} workers: "
+        f"{summary['clips_per_hour_per_core']:.0f} clips/hour/core\n"
+    )
     print("| video | clips | posed | frames posed | methods | reprojection px |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -88,8 +92,17 @@ def main() -> None:
             f"| {r['video']} | {r['clips_attempted']} | {r['clips_posed']} | {share} | {methods} | {error} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "videos": rows, "rejected": manifest["rejected"],
-                                    "config": manifest["config"]}, indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "videos": rows,
+                "rejected": manifest["rejected"],
+                "config": manifest["config"],
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {args.out}")
 
 

@@ -28,8 +28,16 @@ from infer.metrics import analyse_motion, evaluate
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 VIDSTAB_SMOOTHING = 30  # the setting of the published baseline table in shared/clips/README.md
-COLUMNS = [("C", "C"), ("D", "D"), ("S", "S"), ("valid_ratio", "valid"), ("jitter_px", "jitter px"),
-           ("flicker", "flicker"), ("sharpness", "sharpness"), ("unmatched_share", "unmatched")]  # fmt: skip
+COLUMNS = [
+    ("C", "C"),
+    ("D", "D"),
+    ("S", "S"),
+    ("valid_ratio", "valid"),
+    ("jitter_px", "jitter px"),
+    ("flicker", "flicker"),
+    ("sharpness", "sharpness"),
+    ("unmatched_share", "unmatched"),
+]
 
 
 def find_ffmpeg_with_vidstab() -> str:
@@ -66,9 +74,24 @@ def vidstab_commands(ffmpeg: str, src: Path, dst: Path, work: Path) -> list[list
         "null",
         "-",
     ]
-    transform = [ffmpeg, "-v", "error", "-y", "-i", str(src), "-vf",
-                 f"vidstabtransform=input={transforms}:smoothing={VIDSTAB_SMOOTHING}",
-                 "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(dst)]  # fmt: skip
+    transform = [
+        ffmpeg,
+        "-v",
+        "error",
+        "-y",
+        "-i",
+        str(src),
+        "-vf",
+        f"vidstabtransform=input={transforms}:smoothing={VIDSTAB_SMOOTHING}",
+        "-c:v",
+        "libx264",
+        "-crf",
+        "18",
+        "-pix_fmt",
+        "yuv420p",
+        "-an",
+        str(dst),
+    ]
     return [detect, transform]
 
 
@@ -157,9 +180,16 @@ def main() -> None:
                 input_motion=input_motion,
             )
             input_scores = report["input"]
-            clip_rows.append({"clip": clip.name, "method": name, "frames": frames,
-                              "seconds_per_frame": seconds / frames, **report["output"],
-                              **stabilizer_report(dst)})  # fmt: skip
+            clip_rows.append(
+                {
+                    "clip": clip.name,
+                    "method": name,
+                    "frames": frames,
+                    "seconds_per_frame": seconds / frames,
+                    **report["output"],
+                    **stabilizer_report(dst),
+                }
+            )
         if input_scores is None:  # no method ran: score the input alone
             input_scores = evaluate(
                 source.frames, source.frames, source.fps, progress=False, input_motion=input_motion
@@ -175,8 +205,10 @@ def main() -> None:
     for row in rows:
         cells = " | ".join(f"{row[key]:.3f}" for key, _ in COLUMNS)
         inpainted = f"{row['origin_inpainted']:.5f}" if "origin_inpainted" in row else "-"
-        lines.append(f"| {Path(row['clip']).stem} | {row['method']} | {cells} | {inpainted} "
-                     f"| {row['seconds_per_frame']:.4f} |")  # fmt: skip
+        lines.append(
+            f"| {Path(row['clip']).stem} | {row['method']} | {cells} | {inpainted} "
+            f"| {row['seconds_per_frame']:.4f} |"
+        )
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"clips": [c.name for c in clips], "rows": rows}, indent=2))

@@ -44,8 +44,13 @@ def synthetic_shards(folder: Path, width: int, height: int, clips: int = 4) -> s
     for seed in range(clips):
         clip = generate(SyntheticConfig(width=width, height=height, num_frames=16, seed=seed), progress=False)
         write_video(videos / f"s{seed}.mp4", clip.frames, fps=30)
-    prep = [f"max_side={max(width, height)}", "clip_length=16", "clip_stride=16", "shard_max_clips=1",
-            "priors.flow=false"]  # fmt: skip
+    prep = [
+        f"max_side={max(width, height)}",
+        "clip_length=16",
+        "clip_stride=16",
+        "shard_max_clips=1",
+        "priors.flow=false",
+    ]
     config = load_config(PrepConfig, None, prep)
     build(str(videos), folder / "shards", config, progress=False)
     return str(folder / "shards" / f"train-{{000000..{clips - 1:06d}}}.tar")
@@ -69,11 +74,20 @@ def main() -> None:
         if shards is None:
             width, height = (int(v) for v in args.frame_size.split("x"))
             shards = synthetic_shards(Path(tmp), width, height)
-        config: TrainConfig = load_config(TrainConfig, args.config, [
-            *args.overrides, f"run_dir={tmp}/run", f"data.shards={shards}", f"max_steps={args.steps}",
-            f"logging.every={args.window}", "logging.tracker=none", f"checkpoint_every={args.steps}",
-            "validation.shards=''",
-        ])  # fmt: skip
+        config: TrainConfig = load_config(
+            TrainConfig,
+            args.config,
+            [
+                *args.overrides,
+                f"run_dir={tmp}/run",
+                f"data.shards={shards}",
+                f"max_steps={args.steps}",
+                f"logging.every={args.window}",
+                "logging.tracker=none",
+                f"checkpoint_every={args.steps}",
+                "validation.shards=''",
+            ],
+        )
         start = time.perf_counter()
         train(config)
         wall = time.perf_counter() - start
@@ -103,10 +117,12 @@ def main() -> None:
     }
     print("| config | device | backbone | size | batch | precision | samples/s | s/step | peak memory |")
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {result['config']} {' '.join(args.overrides)} | {device} | {result['backbone']} | "
-          f"{result['size'][0]}x{result['size'][1]} | {result['batch_size']} | {result['mixed_precision']} | "
-          f"{result['samples_per_s_median']:.2f} | {result['step_s_median']:.3f} | "
-          f"{result['peak_memory_gb']:.2f} GB |")  # fmt: skip
+    print(
+        f"| {result['config']} {' '.join(args.overrides)} | {device} | {result['backbone']} | "
+        f"{result['size'][0]}x{result['size'][1]} | {result['batch_size']} | {result['mixed_precision']} | "
+        f"{result['samples_per_s_median']:.2f} | {result['step_s_median']:.3f} | "
+        f"{result['peak_memory_gb']:.2f} GB |"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 

@@ -169,14 +169,27 @@ def plan_jobs(videos: list[Path], config: PrepConfig, rejected: list[dict]) -> l
             continue
         for start, end in windows:
             jobs.append(
-                ClipJob(clip_key(video, start), str(video), start, ingested.frames[start:end], ingested.fps,
-                        ingested.source_indices, ingested.timestamps, ingested.source_size)
-            )  # fmt: skip
+                ClipJob(
+                    clip_key(video, start),
+                    str(video),
+                    start,
+                    ingested.frames[start:end],
+                    ingested.fps,
+                    ingested.source_indices,
+                    ingested.timestamps,
+                    ingested.source_size,
+                )
+            )
     return jobs
 
 
-def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: bool | None = None,
-          part: tuple[int, int] | None = None) -> dict:  # fmt: skip
+def build(
+    inputs: str,
+    out: str | os.PathLike,
+    config: PrepConfig,
+    progress: bool | None = None,
+    part: tuple[int, int] | None = None,
+) -> dict:
     """Run the whole pipeline; returns the manifest (also written to ``OUT/manifest.json``).
 
     ``part=(k, n)`` builds only every n-th input video starting at the k-th, for array jobs.
@@ -197,8 +210,11 @@ def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: boo
     # One video at a time: only its frames are in memory while its clips are processed.
     # spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
     # deadlock the children.
-    pool = (ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
-            if config.workers > 1 else None)  # fmt: skip
+    pool = (
+        ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
+        if config.workers > 1
+        else None
+    )
     try:
         for video in videos:
             jobs = plan_jobs([video], config, rejected)
@@ -206,8 +222,12 @@ def build(inputs: str, out: str | os.PathLike, config: PrepConfig, progress: boo
                 raise BuildError(f"{video}: shares a file name with another input; clip keys would collide")
             keys += [job.key for job in jobs]
             seen.update(job.key for job in jobs)
-            todo = [job for job in jobs if not (cache / f"{job.key}.tar").exists()
-                    and not (cache / f"{job.key}.rejected.json").exists()]  # fmt: skip
+            todo = [
+                job
+                for job in jobs
+                if not (cache / f"{job.key}.tar").exists()
+                and not (cache / f"{job.key}.rejected.json").exists()
+            ]
             bar.total += len(todo)
             bar.refresh()
             if pool is not None:

@@ -35,8 +35,10 @@ def _finish(out: Path, config: PrepConfig, manifest: dict) -> None:
     tmp.write_text(config_yaml(config))
     os.replace(tmp, out / "config.yaml")
     totals = manifest["totals"]
-    print(f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
-          f"{totals['rejected']} rejected; manifest: {out / 'manifest.json'}")  # fmt: skip
+    print(
+        f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "
+        f"{totals['rejected']} rejected; manifest: {out / 'manifest.json'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,16 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("dir", type=Path, help="a folder written by gavs-prep build")
     v.add_argument("--every", type=int, default=8, help="one contact sheet per this many clips")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command == "build" and not args.quiet else logging.WARNING,
-                        format="%(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if args.command == "build" and not args.quiet else logging.WARNING,
+        format="%(message)s",
+    )
     try:
         if args.command == "build":
             preset = args.config or (DEFAULT_PRESET if DEFAULT_PRESET.is_file() else None)
             overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
             config = load_config(PrepConfig, preset, overrides)
             args.out.mkdir(parents=True, exist_ok=True)
-            manifest = build(args.input, args.out, config, progress=False if args.quiet else None,
-                             part=parse_slice(args.slice) if args.slice else None)  # fmt: skip
+            manifest = build(
+                args.input,
+                args.out,
+                config,
+                progress=False if args.quiet else None,
+                part=parse_slice(args.slice) if args.slice else None,
+            )
             _finish(args.out, config, manifest)
         elif args.command == "import":
             preset = args.config or (DEFAULT_PRESET if DEFAULT_PRESET.is_file() else None)
@@ -121,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             report = verify(args.dir, every=args.every)
-            print(f"ok: {report['clips']} clips, {report['frames']} frames, "
-                  f"mean reprojection error {report['reprojection_error']:.3f} px; "
-                  f"{len(report['contact_sheets'])} contact sheets in {args.dir}")  # fmt: skip
+            print(
+                f"ok: {report['clips']} clips, {report['frames']} frames, "
+                f"mean reprojection error {report['reprojection_error']:.3f} px; "
+                f"{len(report['contact_sheets'])} contact sheets in {args.dir}"
+            )
     except (BuildError, ConfigError, ImportFormatError, SchemaError, VideoError) as err:
         print(f"gavs-prep: error: {err}", file=sys.stderr)
         return 2

@@ -97,8 +97,10 @@ def read_colmap(model_dir: Path, images_dir: Path, fps: float) -> PosedSequence:
         raise ImportFormatError(f"{model_dir}: not a COLMAP model ({err})") from err
     for camera in rec.cameras.values():
         if camera.model.name not in ("SIMPLE_PINHOLE", "PINHOLE"):
-            raise ImportFormatError(f"{model_dir}: camera model {camera.model.name} has distortion; "
-                                    "undistort first (colmap image_undistorter)")  # fmt: skip
+            raise ImportFormatError(
+                f"{model_dir}: camera model {camera.model.name} has distortion; "
+                "undistort first (colmap image_undistorter)"
+            )
     names = sorted(img.name for img in rec.images.values())
     try:
         poses: ClipPoses = normalise_scale(from_reconstruction(rec, "colmap", names))
@@ -110,8 +112,18 @@ def read_colmap(model_dir: Path, images_dir: Path, fps: float) -> PosedSequence:
         [np.asarray(rec.cameras[by_name[n].camera_id].calibration_matrix(), np.float64) for n in kept]
     )
     images = [_image(Path(images_dir), n) for n in kept]
-    return PosedSequence(Path(model_dir).name, images, K, poses.c2w, fps, "colmap",
-                         poses.points, poses.observations, poses.observation_points, poses.scale)  # fmt: skip
+    return PosedSequence(
+        Path(model_dir).name,
+        images,
+        K,
+        poses.c2w,
+        fps,
+        "colmap",
+        poses.points,
+        poses.observations,
+        poses.observation_points,
+        poses.scale,
+    )
 
 
 def read_transforms(json_path: Path, fps: float) -> PosedSequence:

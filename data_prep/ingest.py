@@ -34,8 +34,12 @@ def working_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def ingest(path: str | os.PathLike, fps: float | None = None, max_side: int | None = None,
-           max_frames: int | None = None) -> IngestedVideo:  # fmt: skip
+def ingest(
+    path: str | os.PathLike,
+    fps: float | None = None,
+    max_side: int | None = None,
+    max_frames: int | None = None,
+) -> IngestedVideo:
     """Decode ``path``; ``fps=None`` keeps every frame, ``max_side=None`` the source size."""
     path = Path(path)
     frames, times, rate = decode(path)
@@ -64,8 +68,11 @@ def expand_inputs(spec: str) -> list[Path]:
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     elif path.is_file() and path.suffix.lower() in {".txt", ".lst", ".list"}:
         lines = [line.strip() for line in path.read_text().splitlines()]
-        found = [Path(line) if Path(line).is_absolute() else path.parent / line
-                 for line in lines if line and not line.startswith("#")]  # fmt: skip
+        found = [
+            Path(line) if Path(line).is_absolute() else path.parent / line
+            for line in lines
+            if line and not line.startswith("#")
+        ]
     elif path.is_file():
         found = [path]
     else:

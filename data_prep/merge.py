@@ -20,8 +20,14 @@ def merge(out: str | os.PathLike, parts: list[str | os.PathLike]) -> dict:
     out = Path(out).resolve()
     if not parts:
         raise SchemaError("merge needs at least one part folder")
-    merged: dict = {"schema_version": SCHEMA_VERSION, "shards": [], "rejected": [], "pose_methods": {},
-                    "totals": {}, "parts": []}  # fmt: skip
+    merged: dict = {
+        "schema_version": SCHEMA_VERSION,
+        "shards": [],
+        "rejected": [],
+        "pose_methods": {},
+        "totals": {},
+        "parts": [],
+    }
     reference_config = None
     for part in sorted(Path(p).resolve() for p in parts):
         path = part / MANIFEST

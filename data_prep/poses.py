@@ -106,15 +106,21 @@ def _extract_and_match(database: Path, images: Path, config: PoseConfig) -> None
     extraction = _pinned(pycolmap.FeatureExtractionOptions(), config)
     extraction.sift.max_num_features = config.max_num_features
     extraction.sift.peak_threshold = config.peak_threshold
-    pycolmap.extract_features(database, images, camera_mode=pycolmap.CameraMode.SINGLE,
-                              reader_options=reader, extraction_options=extraction)  # fmt: skip
+    pycolmap.extract_features(
+        database,
+        images,
+        camera_mode=pycolmap.CameraMode.SINGLE,
+        reader_options=reader,
+        extraction_options=extraction,
+    )
     pairing = _pinned(pycolmap.SequentialPairingOptions(), config)
     pairing.overlap = config.sequential_overlap
     pairing.quadratic_overlap = config.quadratic_overlap
     matching = _pinned(pycolmap.FeatureMatchingOptions(), config)
     verification = _pinned(pycolmap.TwoViewGeometryOptions(), config)
-    pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing,
-                              verification_options=verification)  # fmt: skip
+    pycolmap.match_sequential(
+        database, matching_options=matching, pairing_options=pairing, verification_options=verification
+    )
 
 
 def _longest_run(indices: np.ndarray) -> np.ndarray:
@@ -293,8 +299,11 @@ def _rotation_only(database: Path, num_frames: int, width: int, height: int) -> 
     in_run = [pair for (t, gap), pair in pairs.items() if t >= run[0] and t + gap <= frames[-1]]
     f = _focal_from_homographies(in_run, width, height)
     K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
-    relative = {(t - run[0], t + gap - run[0]): _rotation_from_homography(pair[0], K)
-                for (t, gap), pair in pairs.items() if t >= run[0] and t + gap <= frames[-1]}  # fmt: skip
+    relative = {
+        (t - run[0], t + gap - run[0]): _rotation_from_homography(pair[0], K)
+        for (t, gap), pair in pairs.items()
+        if t >= run[0] and t + gap <= frames[-1]
+    }
     c2w = np.tile(np.eye(4), (len(frames), 1, 1))
     c2w[:, :3, :3] = average_rotations(relative, len(frames)).transpose(0, 2, 1)
     transfer = [_transfer_errors(pairs[t, 1], K) for t in run]

@@ -73,9 +73,15 @@ def _residual(
     return residual.numpy().reshape(height, width)
 
 
-def dynamic_masks(forward: np.ndarray, backward: np.ndarray, occluded_forward: np.ndarray,
-                  occluded_backward: np.ndarray, K: np.ndarray, c2w: np.ndarray,
-                  config: PriorConfig | None = None) -> np.ndarray:  # fmt: skip
+def dynamic_masks(
+    forward: np.ndarray,
+    backward: np.ndarray,
+    occluded_forward: np.ndarray,
+    occluded_backward: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    config: PriorConfig | None = None,
+) -> np.ndarray:
     """``[T, H, W]`` True on pixels that move independently of the camera."""
     config = config or PriorConfig()
     count, height, width = len(c2w), forward.shape[1], forward.shape[2]
@@ -100,8 +106,9 @@ def dynamic_masks(forward: np.ndarray, backward: np.ndarray, occluded_forward: n
     return cleaned
 
 
-def compute_priors(frames: np.ndarray, K: np.ndarray, c2w: np.ndarray,
-                   config: PriorConfig | None = None) -> tuple[dict, dict]:  # fmt: skip
+def compute_priors(
+    frames: np.ndarray, K: np.ndarray, c2w: np.ndarray, config: PriorConfig | None = None
+) -> tuple[dict, dict]:
     """``(flow, masks)`` in the schema's layout for a posed clip."""
     config = config or PriorConfig()
     forward, backward = optical_flow(frames)

@@ -112,21 +112,25 @@ def encode(sample: ClipSample) -> dict[str, bytes | str]:
         if not ok:
             raise SchemaError(f"{sample.key}: frame {index} could not be encoded")
         fields[f"{index:04d}.jpg"] = jpg.tobytes()
-    fields["cameras.json"] = _json_bytes({
-        "width": int(cams.width),
-        "height": int(cams.height),
-        "fps": float(cams.fps),
-        "K": np.asarray(cams.K, np.float64).tolist(),
-        "c2w": np.asarray(cams.c2w, np.float64).tolist(),
-        "frame_ids": [int(i) for i in cams.frame_ids],
-        "pose_method": cams.pose_method,
-        "scale": float(cams.scale),
-    })  # fmt: skip
-    fields["points.npz"] = _npz_bytes({
-        "points": sample.points.astype(np.float32),
-        "observations": sample.observations.astype(np.float32),
-        "observation_points": sample.observation_points.astype(np.int32),
-    })  # fmt: skip
+    fields["cameras.json"] = _json_bytes(
+        {
+            "width": int(cams.width),
+            "height": int(cams.height),
+            "fps": float(cams.fps),
+            "K": np.asarray(cams.K, np.float64).tolist(),
+            "c2w": np.asarray(cams.c2w, np.float64).tolist(),
+            "frame_ids": [int(i) for i in cams.frame_ids],
+            "pose_method": cams.pose_method,
+            "scale": float(cams.scale),
+        }
+    )
+    fields["points.npz"] = _npz_bytes(
+        {
+            "points": sample.points.astype(np.float32),
+            "observations": sample.observations.astype(np.float32),
+            "observation_points": sample.observation_points.astype(np.int32),
+        }
+    )
     if sample.flow is not None:
         limit = np.iinfo(np.int16).max
         quantised = {

@@ -18,8 +18,9 @@ from data_prep.schema import FRAME_FIELD
 class ShardWriter:
     """Writes encoded samples to ``{prefix}-{index:06d}.tar`` under ``out_dir``."""
 
-    def __init__(self, out_dir: str | os.PathLike, prefix: str = "train", max_count: int = 64,
-                 max_bytes: float = 1e9) -> None:  # fmt: skip
+    def __init__(
+        self, out_dir: str | os.PathLike, prefix: str = "train", max_count: int = 64, max_bytes: float = 1e9
+    ) -> None:
         if max_count < 1 or max_bytes <= 0:
             raise ValueError("shards need max_count >= 1 and max_bytes > 0")
         self.out_dir, self.prefix = Path(out_dir), prefix

@@ -123,8 +123,14 @@ def _build_scene(rng: np.random.Generator, moving_object: bool) -> tuple[list[_R
         ),
         _Rect(np.array([-30.0, FLOOR_Y, -5.0]), np.array([60.0, 0, 0]), np.array([0, 0, 14.0]), 1, 40.0),
     ]
-    for i, (x, z, w, h, d) in enumerate([(-2.6, 4.0, 1.0, 1.6, 0.9), (-0.4, 6.0, 1.4, 2.4, 1.0),
-                                         (1.5, 3.2, 0.8, 0.9, 0.8), (2.8, 5.5, 1.1, 3.0, 0.7)]):  # fmt: skip
+    for i, (x, z, w, h, d) in enumerate(
+        [
+            (-2.6, 4.0, 1.0, 1.6, 0.9),
+            (-0.4, 6.0, 1.4, 2.4, 1.0),
+            (1.5, 3.2, 0.8, 0.9, 0.8),
+            (2.8, 5.5, 1.1, 3.0, 0.7),
+        ]
+    ):
         rects += _box(np.array([x, FLOOR_Y - h, z]), np.array([w, h, d]), 2 + i)
     if moving_object:
         rects += _box(np.array([-1.6, FLOOR_Y - 1.2, 2.4]), np.array([0.6, 1.2, 0.6]), 2, moving=True)
@@ -237,9 +243,12 @@ def render_views_and_geometry(
 
 
 def _render(
-    scene: tuple[list[_Rect], list[np.ndarray]], config: SyntheticConfig, c2w: np.ndarray, times: np.ndarray,
+    scene: tuple[list[_Rect], list[np.ndarray]],
+    config: SyntheticConfig,
+    c2w: np.ndarray,
+    times: np.ndarray,
     progress: bool | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rects, textures = scene
     w, h, ss = config.width, config.height, config.supersample
     K = intrinsics_from_fov(w, h, config.hfov_deg).numpy()

@@ -67,8 +67,10 @@ def verify(folder: str | os.PathLike, every: int = 8) -> dict:
     except json.JSONDecodeError as err:
         raise SchemaError(f"{manifest_path}: unreadable ({err})") from err
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise SchemaError(f"{manifest_path}: schema version {manifest.get('schema_version')}, "
-                          f"this reader reads version {SCHEMA_VERSION}")  # fmt: skip
+        raise SchemaError(
+            f"{manifest_path}: schema version {manifest.get('schema_version')}, "
+            f"this reader reads version {SCHEMA_VERSION}"
+        )
     clips = frames = 0
     errors, sheets = [], []
     for shard in manifest["shards"]:
@@ -88,8 +90,10 @@ def verify(folder: str | os.PathLike, every: int = 8) -> dict:
             shard_frames += len(sample.frames)
             clips += 1
         if (samples, shard_frames) != (shard["samples"], shard["frames"]):
-            raise SchemaError(f"{path}: holds {samples} clips / {shard_frames} frames, the manifest says "
-                              f"{shard['samples']} / {shard['frames']}")  # fmt: skip
+            raise SchemaError(
+                f"{path}: holds {samples} clips / {shard_frames} frames, the manifest says "
+                f"{shard['samples']} / {shard['frames']}"
+            )
         frames += shard_frames
     all_errors = np.concatenate(errors) if errors else np.zeros(0)
     return {

@@ -82,17 +82,27 @@ def resample(frames: np.ndarray, uv: Tensor) -> Tensor:
     1-degree rotation, Lanczos 0.91. Torch has no Lanczos sampler, so on CUDA the warp
     field makes one round trip to the CPU per batch."""
     maps = (uv - 0.5).permute(0, 2, 3, 1).float().cpu().numpy()
-    sampled = np.stack([
-        cv2.remap(frame, m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
-        for frame, m in zip(frames, maps, strict=True)
-    ])  # fmt: skip
+    sampled = np.stack(
+        [
+            cv2.remap(frame, m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+            for frame, m in zip(frames, maps, strict=True)
+        ]
+    )
     return torch.from_numpy(sampled).permute(0, 3, 1, 2).float().div(255)
 
 
 @torch.no_grad()
-def compose(color: Tensor, alpha: Tensor, depth: Tensor, features: Tensor, K: Tensor, to_source: Tensor,
-            source: np.ndarray | None, min_alpha: float = 0.5, inpaint_radius: int = 3
-            ) -> Composed:  # fmt: skip
+def compose(
+    color: Tensor,
+    alpha: Tensor,
+    depth: Tensor,
+    features: Tensor,
+    K: Tensor,
+    to_source: Tensor,
+    source: np.ndarray | None,
+    min_alpha: float = 0.5,
+    inpaint_radius: int = 3,
+) -> Composed:
     """Output frames from renders at the working size ``h x w``.
 
     Args:

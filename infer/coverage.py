@@ -62,8 +62,14 @@ def _border_pixels(width: int, height: int) -> Tensor:
     return grid[(grid != torch.tensor([width / 2, height / 2])).any(-1)]  # the 8 border points
 
 
-def overshoot(c2w: Tensor, virtual: Tensor, K: Tensor, size: tuple[int, int], margin: tuple[float, float],
-              near_depth: float) -> Tensor:  # fmt: skip
+def overshoot(
+    c2w: Tensor,
+    virtual: Tensor,
+    K: Tensor,
+    size: tuple[int, int],
+    margin: tuple[float, float],
+    near_depth: float,
+) -> Tensor:
     """``[T]``: pixels by which the output frame's border, seen from ``virtual``, reaches past
     the source canvas (the ``size`` frame grown by ``margin`` = (columns, rows) per side);
     zero or less where the canvas covers it."""
@@ -145,8 +151,15 @@ def _smooth_correction(delta: np.ndarray, bound: np.ndarray, H: sparse.csr_matri
     return _box_quadratic(H, -bound - delta, bound - delta)
 
 
-def bounded_path(c2w: Tensor, smoothed: Tensor, K: Tensor, size: tuple[int, int], margin: tuple[float, float],
-                 near_depth: float, strength: float) -> tuple[Tensor, dict]:  # fmt: skip
+def bounded_path(
+    c2w: Tensor,
+    smoothed: Tensor,
+    K: Tensor,
+    size: tuple[int, int],
+    margin: tuple[float, float],
+    near_depth: float,
+    strength: float,
+) -> tuple[Tensor, dict]:
     """The path nearest ``smoothed`` (a ``min_acceleration_path`` of this ``strength``) whose
     every frame the canvas covers, and a summary: frames bent, rounds, and the worst overshoot
     before and after (pixels)."""

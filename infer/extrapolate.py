@@ -37,8 +37,17 @@ def _pull(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """``mask`` of another frame, seen from this one: ``mask[x + flow(x)]`` (nearest)."""
     height, width = mask.shape
     grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32) + flow
-    return cv2.remap(mask.astype(np.uint8), grid[..., 0], grid[..., 1], cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0  # fmt: skip
+    return (
+        cv2.remap(
+            mask.astype(np.uint8),
+            grid[..., 0],
+            grid[..., 1],
+            cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        > 0
+    )
 
 
 def static_masks(

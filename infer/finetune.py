@@ -134,8 +134,14 @@ def attribute_maps(out: NetworkOutput, height: int, width: int, K: Tensor) -> Te
 class ClipFinetuner:
     """Holds the clip's tensors and flow; ``step()`` runs one optimisation step."""
 
-    def __init__(self, net: GaussianPredictor, frames: np.ndarray, poses: ClipPoses, config: FinetuneConfig,
-                 device: torch.device) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: GaussianPredictor,
+        frames: np.ndarray,
+        poses: ClipPoses,
+        config: FinetuneConfig,
+        device: torch.device,
+    ) -> None:
         self.net, self.config, self.device = net, config, device
         posed = frames[poses.frame_ids]
         self.images = torch.from_numpy(posed).permute(0, 3, 1, 2).float().div(255).to(device)
@@ -192,8 +198,14 @@ class ClipFinetuner:
 
         src_to_tgt = relative_pose(self.c2w[src][:, None].expand(B, N, 4, 4), self.c2w[tgt])  # [B, N, 4, 4]
         identity = torch.eye(4, device=self.device).expand(B, 1, 4, 4)
-        rendered = render(out.gaussians, torch.cat([identity, src_to_tgt], 1), K.expand(B, N + 1, 3, 3), W, H,
-                          backend=cfg.render_backend)  # fmt: skip
+        rendered = render(
+            out.gaussians,
+            torch.cat([identity, src_to_tgt], 1),
+            K.expand(B, N + 1, 3, 3),
+            W,
+            H,
+            backend=cfg.render_backend,
+        )
         color, alpha = rendered.color, rendered.alpha[:, :, 0]
 
         # camera-induced flow of every source pixel from the predicted front-layer depth
@@ -274,8 +286,14 @@ class ClipFinetuner:
         return {k: v.item() for k, v in terms.items()} | {"lr": lr}
 
 
-def finetune(net: GaussianPredictor, frames: np.ndarray, poses: ClipPoses, config: FinetuneConfig,
-             device: torch.device, progress: bool = True) -> list[dict[str, float]]:  # fmt: skip
+def finetune(
+    net: GaussianPredictor,
+    frames: np.ndarray,
+    poses: ClipPoses,
+    config: FinetuneConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> list[dict[str, float]]:
     """Finetune ``net`` in place on the posed frames; returns the per-step loss terms."""
     tuner = ClipFinetuner(net.to(device).train(), frames, poses, config, device)
     curve = []

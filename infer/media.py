@@ -34,9 +34,15 @@ def _mux_audio(video_only: Path, source: Path, destination: Path, duration: floa
     return True
 
 
-def write_output(source: Path, output: Path, frames: np.ndarray, fps: float,
-                 side_by_side: np.ndarray | None = None, crf: int = 18,
-                 tune: str | None = None) -> list[Path]:  # fmt: skip
+def write_output(
+    source: Path,
+    output: Path,
+    frames: np.ndarray,
+    fps: float,
+    side_by_side: np.ndarray | None = None,
+    crf: int = 18,
+    tune: str | None = None,
+) -> list[Path]:
     """H.264 ``output`` (x264 ``crf`` and ``tune``) with the source's audio; with
     ``side_by_side`` (the input frames), also ``OUT.side-by-side.mp4``: input left, output
     right. Returns the paths written."""

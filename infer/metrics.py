@@ -181,8 +181,9 @@ def valid_mask(
     contact[0] = 0
     if reference is not None and to_frame is not None:
         source_dark = (reference.max(axis=-1) <= BORDER_BLACK_LEVEL).astype(np.uint8)
-        explained = cv2.warpPerspective(source_dark, to_opencv_pixels(to_frame), (width, height),
-                                        flags=cv2.INTER_NEAREST, borderValue=0)  # fmt: skip
+        explained = cv2.warpPerspective(
+            source_dark, to_opencv_pixels(to_frame), (width, height), flags=cv2.INTER_NEAREST, borderValue=0
+        )
         candidate = contact > 0
         candidate[0] = False  # label 0 is everything that is not dark
         return ~(candidate[labels] & (explained == 0))
@@ -208,8 +209,10 @@ def temporal_flicker(frames: np.ndarray, masks: np.ndarray, progress: bool | Non
 
     errors = []
     gray = [prep(f) for f in frames]
-    small_masks = [cv2.resize(m.astype(np.uint8), gray[0].shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
-                   for m in masks]  # fmt: skip
+    small_masks = [
+        cv2.resize(m.astype(np.uint8), gray[0].shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+        for m in masks
+    ]
     h, w = gray[0].shape
     grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).astype(np.float32)
     for t in tqdm(range(len(gray) - 1), desc="flicker", disable=_quiet(progress)):
@@ -225,8 +228,10 @@ def temporal_flicker(frames: np.ndarray, masks: np.ndarray, progress: bool | Non
             & (target[..., 1] >= 0)
             & (target[..., 1] <= h - 1)
         )
-        target_valid = cv2.remap(small_masks[t + 1].astype(np.uint8), target[..., 0], target[..., 1],
-                                 cv2.INTER_NEAREST) > 0  # fmt: skip
+        target_valid = (
+            cv2.remap(small_masks[t + 1].astype(np.uint8), target[..., 0], target[..., 1], cv2.INTER_NEAREST)
+            > 0
+        )
         keep = consistent & inside & small_masks[t] & target_valid
         if keep.any():
             errors.append(np.abs(gray[t].astype(np.float32) - warped)[keep].mean())
@@ -279,8 +284,9 @@ def geometry_consistency(features: list[Features], K: np.ndarray, c2w: np.ndarra
             if len(pts_a) <= 10:
                 continue
             a_to_b = relative_pose(poses[t], poses[t + gap])
-            residual = epipolar_residual(torch.from_numpy(pts_a).double(), torch.from_numpy(pts_b).double(),
-                                         Ks[t], Ks[t + gap], a_to_b)  # fmt: skip
+            residual = epipolar_residual(
+                torch.from_numpy(pts_a).double(), torch.from_numpy(pts_b).double(), Ks[t], Ks[t + gap], a_to_b
+            )
             errors.append(residual.numpy())
     return float(np.median(np.concatenate(errors))) if errors else float("nan")
 
@@ -338,12 +344,19 @@ def evaluate(
         "size": [width, height],
         "output_resized": bool(resized),
         "fps": fps,
-        "input": scores(inputs, motion_in, masks_in, {"C": 1.0, "D": 1.0}, 1.0,
-                        motion_in.unmatched_steps, n - 1),
-        "output": scores(outputs, motion_out, masks_out, crop_and_distortion(to_output),
-                         sharpness_ratio(inputs, outputs, to_output, masks_out),
-                         motion_out.unmatched_steps + sum(h is None for h in to_output), 2 * n - 1),
-    }  # fmt: skip
+        "input": scores(
+            inputs, motion_in, masks_in, {"C": 1.0, "D": 1.0}, 1.0, motion_in.unmatched_steps, n - 1
+        ),
+        "output": scores(
+            outputs,
+            motion_out,
+            masks_out,
+            crop_and_distortion(to_output),
+            sharpness_ratio(inputs, outputs, to_output, masks_out),
+            motion_out.unmatched_steps + sum(h is None for h in to_output),
+            2 * n - 1,
+        ),
+    }
     if poses is not None:
         K, c2w = poses
         report["output"]["sampson_px"] = geometry_consistency(motion_out.features, K, c2w[:n])

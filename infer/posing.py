@@ -39,20 +39,36 @@ def _save(path: Path, clip: PosedClip) -> None:
     p = clip.poses
     tmp = path.with_name(f".{path.name}.partial.npz")
     np.savez_compressed(
-        tmp, frames=clip.frames, fps=clip.fps, source_size=np.array(clip.source_size), K=p.K, c2w=p.c2w,
-        frame_ids=p.frame_ids, method=p.method, points=p.points, observations=p.observations,
-        observation_points=p.observation_points, scale=p.scale, stats=json.dumps(p.stats),
-    )  # fmt: skip
+        tmp,
+        frames=clip.frames,
+        fps=clip.fps,
+        source_size=np.array(clip.source_size),
+        K=p.K,
+        c2w=p.c2w,
+        frame_ids=p.frame_ids,
+        method=p.method,
+        points=p.points,
+        observations=p.observations,
+        observation_points=p.observation_points,
+        scale=p.scale,
+        stats=json.dumps(p.stats),
+    )
     os.replace(tmp, path)
 
 
 def _load(path: Path) -> PosedClip:
     with np.load(path) as z:
         poses = ClipPoses(
-            K=z["K"], c2w=z["c2w"], frame_ids=z["frame_ids"], method=str(z["method"]), points=z["points"],
-            observations=z["observations"], observation_points=z["observation_points"],
-            scale=float(z["scale"]), stats=json.loads(str(z["stats"])),
-        )  # fmt: skip
+            K=z["K"],
+            c2w=z["c2w"],
+            frame_ids=z["frame_ids"],
+            method=str(z["method"]),
+            points=z["points"],
+            observations=z["observations"],
+            observation_points=z["observation_points"],
+            scale=float(z["scale"]),
+            stats=json.loads(str(z["stats"])),
+        )
         return PosedClip(z["frames"], float(z["fps"]), tuple(int(v) for v in z["source_size"]), poses)
 
 

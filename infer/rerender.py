@@ -83,18 +83,29 @@ def _pad_to(gaussians: Gaussians, count: int) -> Gaussians:
     if extra == 0:
         return gaussians
     like = gaussians.means.new_zeros
-    blank = Gaussians(means=like(extra, 3) + torch.tensor([0.0, 0.0, 1.0], device=gaussians.means.device),
-                      quats=like(extra, 4) + torch.tensor([1.0, 0, 0, 0], device=gaussians.means.device),
-                      scales=like(extra, 3) + 1e-3, opacities=like(extra), colors=like(extra, 3),
-                      features=like(extra, gaussians.features.shape[-1]))  # fmt: skip
+    blank = Gaussians(
+        means=like(extra, 3) + torch.tensor([0.0, 0.0, 1.0], device=gaussians.means.device),
+        quats=like(extra, 4) + torch.tensor([1.0, 0, 0, 0], device=gaussians.means.device),
+        scales=like(extra, 3) + 1e-3,
+        opacities=like(extra),
+        colors=like(extra, 3),
+        features=like(extra, gaussians.features.shape[-1]),
+    )
     return Gaussians.cat([gaussians, blank])
 
 
 class _Scene:
     """The posed frames' Gaussians, computed in batches on demand and dropped when passed."""
 
-    def __init__(self, net: GaussianPredictor, clip: PosedClip, pad: float, config: RenderConfig,
-                 device: torch.device, progress: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: GaussianPredictor,
+        clip: PosedClip,
+        pad: float,
+        config: RenderConfig,
+        device: torch.device,
+        progress: bool,
+    ) -> None:
         self.net, self.pad, self.config, self.device = net, pad, config, device
         self.images = clip.frames[clip.poses.frame_ids]
         self.K = torch.from_numpy(clip.poses.K).float().to(device)
@@ -136,9 +147,16 @@ class _Scene:
         neighbours = neighbour_order(index, len(self.images), self.config.canvas_offsets)
         if not neighbours:
             return padded, torch.zeros_like(valid[0])
-        canvas, filled = fill_canvas(padded, valid[0] == 0, K_pad, self._tensor(neighbours),
-                                     self.depths[neighbours], self.static[neighbours], self.K,
-                                     neighbour_transforms(self.c2w, index, neighbours))  # fmt: skip
+        canvas, filled = fill_canvas(
+            padded,
+            valid[0] == 0,
+            K_pad,
+            self._tensor(neighbours),
+            self.depths[neighbours],
+            self.static[neighbours],
+            self.K,
+            neighbour_transforms(self.c2w, index, neighbours),
+        )
         return canvas, filled[None].float()
 
     def _compute(self, start: int) -> None:
@@ -190,9 +208,17 @@ class _Scene:
 
 
 @torch.no_grad()
-def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndarray, pad: float,
-                      config: RenderConfig, backend: str, device: torch.device, progress: bool,
-                      full_frames: np.ndarray | None = None) -> Rendered:  # fmt: skip
+def render_stabilized(
+    net: GaussianPredictor,
+    clip: PosedClip,
+    smoothed: np.ndarray,
+    pad: float,
+    config: RenderConfig,
+    backend: str,
+    device: torch.device,
+    progress: bool,
+    full_frames: np.ndarray | None = None,
+) -> Rendered:
     """Every frame at its smoothed pose (posed frames) or as it was (unposed ones).
 
     ``full_frames`` are the input frames at the output size (detail transfer); without them
@@ -222,9 +248,17 @@ def render_stabilized(net: GaussianPredictor, clip: PosedClip, smoothed: np.ndar
         Ks = K.expand(B, 3, 3)
         result = render(gaussians, viewmats[:, None], Ks[:, None], w, h, backend=backend)
         source = full_frames[ids[batch]] if full_frames is not None else None
-        composed = compose(result.color[:, 0], result.alpha[:, 0], result.depth[:, 0], result.features[:, 0],
-                           Ks, torch.linalg.inv(viewmats), source, config.min_alpha,
-                           config.inpaint_radius)  # fmt: skip
+        composed = compose(
+            result.color[:, 0],
+            result.alpha[:, 0],
+            result.depth[:, 0],
+            result.features[:, 0],
+            Ks,
+            torch.linalg.inv(viewmats),
+            source,
+            config.min_alpha,
+            config.inpaint_radius,
+        )
         frames[ids[batch]] = composed.frames
         shares[ids[batch]] = composed.origin_shares
     filled = float(np.mean(scene.filled_share)) if scene.filled_share else 0.0

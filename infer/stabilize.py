@@ -76,9 +76,14 @@ def _initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[G
 
 
 def finetuned_network(
-    clip: PosedClip, poses_key: str, config: StabilizeConfig, checkpoint: str | None, work_dir: Path,
-    device: torch.device, progress: bool,
-) -> tuple[GaussianPredictor, dict, bool]:  # fmt: skip
+    clip: PosedClip,
+    poses_key: str,
+    config: StabilizeConfig,
+    checkpoint: str | None,
+    work_dir: Path,
+    device: torch.device,
+    progress: bool,
+) -> tuple[GaussianPredictor, dict, bool]:
     """The clip's finetuned network, from the cache when this clip, start and config were seen."""
     net, start = _initial_network(config, checkpoint)
     key = cache_key("finetune/1", poses_key, start, asdict(net.config), asdict(config.finetune), config.seed)
@@ -102,8 +107,11 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     canvas would not cover the output frame (see ``infer.coverage``); ``gaussian`` is GaVS's
     window, even where it leaves the canvas."""
     c2w = torch.from_numpy(clip.poses.c2w)
-    summary: dict = {"mode": config.smoothing, "strength": config.strength,
-                     "sigma_frames": GAVS_SIGMA * config.strength}  # fmt: skip
+    summary: dict = {
+        "mode": config.smoothing,
+        "strength": config.strength,
+        "sigma_frames": GAVS_SIGMA * config.strength,
+    }
     if config.smoothing == "gaussian":
         return smooth_path(c2w, config.strength).numpy(), summary
     smoothed = min_acceleration_path(c2w, config.strength)
@@ -112,15 +120,23 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
         H, W = clip.frames.shape[1:3]
         rows, cols = pad_amounts(H, W, config.finetune.pad)
         depth = near_depth(clip.poses)
-        smoothed, bending = bounded_path(c2w, smoothed, torch.from_numpy(clip.poses.K), (W, H), (cols, rows),
-                                         depth, config.strength)  # fmt: skip
+        smoothed, bending = bounded_path(
+            c2w, smoothed, torch.from_numpy(clip.poses.K), (W, H), (cols, rows), depth, config.strength
+        )
         summary.update(near_depth=depth, **bending)
     return smoothed.numpy(), summary
 
 
-def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: str | None = None,
-              work_dir: Path | None = None, side_by_side: bool = False, evaluate_output: bool = True,
-              progress: bool = True) -> dict:  # fmt: skip
+def stabilize(
+    video: Path,
+    output: Path,
+    config: StabilizeConfig,
+    checkpoint: str | None = None,
+    work_dir: Path | None = None,
+    side_by_side: bool = False,
+    evaluate_output: bool = True,
+    progress: bool = True,
+) -> dict:
     """Stabilize ``video`` into ``output``; write ``report.json`` and the path plot beside it."""
     from infer.metrics import evaluate
 
@@ -168,15 +184,30 @@ def stabilize(video: Path, output: Path, config: StabilizeConfig, checkpoint: st
             raise VideoError(
                 f"{video}: decoded {len(inputs)} frames at full size but {len(clip.frames)} before"
             )
-    rendered = render_stabilized(net, clip, smoothed, config.finetune.pad, config.render,
-                                 config.finetune.render_backend, device, progress,
-                                 inputs if config.render.full_resolution else None)  # fmt: skip
+    rendered = render_stabilized(
+        net,
+        clip,
+        smoothed,
+        config.finetune.pad,
+        config.render,
+        config.finetune.render_backend,
+        device,
+        progress,
+        inputs if config.render.full_resolution else None,
+    )
     frames = rendered.frames
     timed("render", t)
 
     t = time.perf_counter()
-    write_output(video, output, frames, clip.fps, side_by_side=inputs if side_by_side else None,
-                 crf=config.crf, tune=None if config.tune == "none" else config.tune)  # fmt: skip
+    write_output(
+        video,
+        output,
+        frames,
+        clip.fps,
+        side_by_side=inputs if side_by_side else None,
+        crf=config.crf,
+        tune=None if config.tune == "none" else config.tune,
+    )
     plot_paths(clip.poses.c2w, smoothed, output.with_suffix(".path.png"))
     timed("write", t)
 

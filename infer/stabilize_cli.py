@@ -55,18 +55,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", help="config overrides: key.sub=value")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
-    flags = {"strength": args.strength, "smoothing": args.smoothing, "resolution": args.resolution,
-             "max_frames": args.max_frames, "device": args.device, "crf": args.crf}  # fmt: skip
+    flags = {
+        "strength": args.strength,
+        "smoothing": args.smoothing,
+        "resolution": args.resolution,
+        "max_frames": args.max_frames,
+        "device": args.device,
+        "crf": args.crf,
+    }
     overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     try:
         config = load_config(StabilizeConfig, args.config, overrides)
         if not args.input.is_file():
             raise VideoError(f"{args.input}: no such file")
-        report = stabilize(args.input, args.output, config, args.checkpoint, args.work_dir, args.side_by_side,
-                           evaluate_output=not args.no_eval, progress=not args.quiet)  # fmt: skip
+        report = stabilize(
+            args.input,
+            args.output,
+            config,
+            args.checkpoint,
+            args.work_dir,
+            args.side_by_side,
+            evaluate_output=not args.no_eval,
+            progress=not args.quiet,
+        )
     except PoseError as err:
-        print(f"gavs-stabilize: error: {args.input}: no camera poses could be estimated (too short, "
-              f"static or textureless?): {err}", file=sys.stderr)  # fmt: skip
+        print(
+            f"gavs-stabilize: error: {args.input}: no camera poses could be estimated (too short, "
+            f"static or textureless?): {err}",
+            file=sys.stderr,
+        )
         return 2
     except (ConfigError, VideoError, ReleaseError, OSError) as err:
         print(f"gavs-stabilize: error: {err}", file=sys.stderr)

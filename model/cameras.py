@@ -187,10 +187,16 @@ def quat_to_matrix(q: Tensor) -> Tensor:
     """Rotation matrices ``[..., 3, 3]`` from quaternions ``[..., 4]`` (wxyz; normalised here)."""
     w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
     rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
+    ]
     return torch.stack(rows, dim=-1).reshape(*q.shape[:-1], 3, 3)
 
 

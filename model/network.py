@@ -109,8 +109,9 @@ class GaussianPredictor(nn.Module):
         bias[:, 8] = 1.0  # rotation: identity quaternion (w, x, y, z)
         self.head.bias.data.copy_(bias.reshape(-1))
 
-    def forward(self, image: Tensor, K: Tensor, valid: Tensor | None = None,
-                depth_prior: Tensor | None = None) -> NetworkOutput:  # fmt: skip
+    def forward(
+        self, image: Tensor, K: Tensor, valid: Tensor | None = None, depth_prior: Tensor | None = None
+    ) -> NetworkOutput:
         """``image [B, 3, H, W]`` in [0, 1], ``K [B, 3, 3]`` of that (padded) image."""
         cfg = self.config
         B, _, H, W = image.shape

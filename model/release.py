@@ -60,9 +60,12 @@ def write_sums(folder: Path) -> None:
 
 
 def save_predictor(
-    net: GaussianPredictor, folder: str | os.PathLike, extra: dict | None = None, fp16: bool = False,
+    net: GaussianPredictor,
+    folder: str | os.PathLike,
+    extra: dict | None = None,
+    fp16: bool = False,
     files: dict[str, str] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write the network (optionally as float16) with its config, plus ``files`` (name -> text).
 
     The folder appears complete or not at all: it is written beside its destination and renamed.
@@ -75,8 +78,10 @@ def save_predictor(
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a release is meant to be shared
     try:
         dtype = torch.float16 if fp16 else torch.float32
-        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in net.state_dict().items()}  # fmt: skip
+        state = {
+            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in net.state_dict().items()
+        }
         save_file(state, tmp / WEIGHTS, metadata={"format": FORMAT})
         network = asdict(net.config) | {"pretrained": False, "pretrained_path": None}
         network = {k: list(v) if isinstance(v, tuple) else v for k, v in network.items()}

@@ -29,8 +29,11 @@ def pretrain_shards(tmp_path_factory):
     for seed in range(4):
         clip = generate(SyntheticConfig(width=128, height=72, num_frames=16, seed=seed), progress=False)
         write_video(videos / f"s{seed}.mp4", clip.frames, fps=30)
-    config = load_config(PrepConfig, None, ["max_side=128", "clip_length=16", "clip_stride=16",
-                                            "shard_max_clips=1", "workers=2"])  # fmt: skip
+    config = load_config(
+        PrepConfig,
+        None,
+        ["max_side=128", "clip_length=16", "clip_stride=16", "shard_max_clips=1", "workers=2"],
+    )
     build(str(videos), root / "shards", config, progress=False)
     return root / "shards"
 
@@ -57,9 +60,21 @@ def trained(pretrain_shards, tmp_path_factory):
         for name in ("WANDB_MODE", "WANDB_API_KEY"):
             env.delenv(name, raising=False)
         env.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-        code = train_main(["--config", str(TINY), f"run_dir={run_dir}", shards, *FAST, "optim.lr=5e-3",
-                           "max_steps=40", "checkpoint_every=20", "logging.tracker=wandb",
-                           f"validation.shards={shards.split('=', 1)[1]}", "validation.every=20",
-                           "validation.batches=4"])  # fmt: skip
+        code = train_main(
+            [
+                "--config",
+                str(TINY),
+                f"run_dir={run_dir}",
+                shards,
+                *FAST,
+                "optim.lr=5e-3",
+                "max_steps=40",
+                "checkpoint_every=20",
+                "logging.tracker=wandb",
+                f"validation.shards={shards.split('=', 1)[1]}",
+                "validation.every=20",
+                "validation.batches=4",
+            ]
+        )
     assert code == 0
     return run_dir

@@ -130,8 +130,10 @@ def test_axis_angle():
 
 def test_pose_interpolation():
     a = torch.eye(4, dtype=F64)
-    b = cam.make_pose(cam.axis_angle_to_matrix(torch.tensor([0, 0, math.pi / 2], dtype=F64)),
-                      torch.tensor([2.0, 0, 0], dtype=F64))  # fmt: skip
+    b = cam.make_pose(
+        cam.axis_angle_to_matrix(torch.tensor([0, 0, math.pi / 2], dtype=F64)),
+        torch.tensor([2.0, 0, 0], dtype=F64),
+    )
     mid = cam.interpolate_pose(a, b, 0.5)
     expected_R = cam.axis_angle_to_matrix(torch.tensor([0, 0, math.pi / 4], dtype=F64))
     assert torch.allclose(mid[:3, :3], expected_R, atol=1e-12)
@@ -146,8 +148,11 @@ def test_pose_interpolation():
 
 
 def test_look_at_is_opencv():
-    c2w = cam.look_at(torch.tensor([0.0, 0, 0], dtype=F64), torch.tensor([0.0, 0, 1], dtype=F64),
-                      torch.tensor([0.0, -1, 0], dtype=F64))  # fmt: skip
+    c2w = cam.look_at(
+        torch.tensor([0.0, 0, 0], dtype=F64),
+        torch.tensor([0.0, 0, 1], dtype=F64),
+        torch.tensor([0.0, -1, 0], dtype=F64),
+    )
     assert torch.allclose(c2w, torch.eye(4, dtype=F64))
     eye = torch.tensor([3.0, -1.0, 2.0], dtype=F64)
     target = torch.tensor([0.0, 0.5, 7.0], dtype=F64)
@@ -160,8 +165,10 @@ def test_look_at_is_opencv():
 def test_epipolar_residual_is_zero_for_true_correspondences():
     K = cam.make_intrinsics(100.0, 100.0, 64.0, 48.0)
     points = torch.randn(50, 3, dtype=F64) + torch.tensor([0.0, 0.0, 5.0], dtype=F64)
-    a_to_b = cam.make_pose(cam.axis_angle_to_matrix(torch.tensor([0.02, -0.05, 0.01], dtype=F64)),
-                           torch.tensor([0.3, 0.05, 0.0], dtype=F64))  # fmt: skip
+    a_to_b = cam.make_pose(
+        cam.axis_angle_to_matrix(torch.tensor([0.02, -0.05, 0.01], dtype=F64)),
+        torch.tensor([0.3, 0.05, 0.0], dtype=F64),
+    )
     uv_a, _ = cam.project(points, K)
     uv_b, _ = cam.project(cam.transform_points(a_to_b, points), K)
     assert cam.epipolar_residual(uv_a, uv_b, K, K, a_to_b).max() < 1e-9

@@ -81,8 +81,15 @@ def test_the_source_shows_where_it_dominates_and_fades_to_the_render_where_it_do
     share[..., 2 * w // 3 :] = 0.1  # ...and a disocclusion
     features = torch.cat([share, 1 - share, torch.zeros_like(share)], 1) * alpha
     K = make_intrinsics(60.0, 60.0, w / 2, h / 2, dtype=torch.float32)[None]
-    result = compose(grey * alpha.expand(1, 3, h, w), alpha, torch.ones(1, 1, h, w), features, K,
-                     torch.eye(4)[None], full[None])  # fmt: skip
+    result = compose(
+        grey * alpha.expand(1, 3, h, w),
+        alpha,
+        torch.ones(1, 1, h, w),
+        features,
+        K,
+        torch.eye(4)[None],
+        full[None],
+    )
     out, third = result.frames[0].astype(float), FULL[1] // 3
     inner = slice(4, FULL[0] - 4)  # away from the bilinear seams between the thirds
     # a source share of 0.95 shows the input unblended (the identity warp samples it exactly)

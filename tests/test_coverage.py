@@ -39,8 +39,10 @@ def roughness(c2w):
 def test_overshoot_measures_a_pure_pan_exactly():
     c2w = torch.eye(4, dtype=torch.float64)[None]
     angle = 0.2  # radians about y: the right border moves by f * (tan(a + e) - tan(e)) pixels
-    virtual = make_pose(axis_angle_to_matrix(torch.tensor([[0.0, angle, 0.0]], dtype=torch.float64)),
-                        torch.zeros(1, 3, dtype=torch.float64))  # fmt: skip
+    virtual = make_pose(
+        axis_angle_to_matrix(torch.tensor([[0.0, angle, 0.0]], dtype=torch.float64)),
+        torch.zeros(1, 3, dtype=torch.float64),
+    )
     edge = np.arctan(160 / 277)
     expected = 277 * np.tan(edge + angle) - 160 - MARGIN[0]
     assert float(overshoot(c2w, virtual, K, SIZE, MARGIN, 0.5)[0]) == pytest.approx(expected, rel=1e-6)
@@ -101,8 +103,10 @@ def test_the_bent_path_is_the_least_acceleration_path_inside_the_bounds():
     the constrained optimum itself: argmin |d|^2 + lam |D2 (x + d)|^2 with |d| <= b."""
     count, strength = 120, 2.0
     x = torch.from_numpy(np.cumsum(np.random.default_rng(3).normal(0, 0.01, count)))  # sideways drift
-    shaky = make_pose(torch.eye(3, dtype=torch.float64).expand(count, 3, 3),
-                      torch.stack([x, torch.zeros_like(x), torch.zeros_like(x)], -1))  # fmt: skip
+    shaky = make_pose(
+        torch.eye(3, dtype=torch.float64).expand(count, 3, 3),
+        torch.stack([x, torch.zeros_like(x), torch.zeros_like(x)], -1),
+    )
     delta = deviations(shaky, min_acceleration_path(shaky, strength))[:, 3].numpy()
     bound = np.full(count, 0.4 * np.abs(delta).max())
     lam = acceleration_weight(strength)

@@ -51,8 +51,16 @@ def filled_canvas(clip, static, frame=FRAME):
     neighbours = neighbour_order(frame, SCENE.num_frames, (1, 2, 4, 8))
     c2w = torch.from_numpy(clip.c2w).float()
     depths, static = torch.from_numpy(clip.depth[neighbours]), torch.from_numpy(static[neighbours])
-    canvas, filled = fill_canvas(canvas, valid[0, 0] == 0, K_pad[0], images[neighbours], depths, static, K,
-                                 neighbour_transforms(c2w, frame, neighbours))  # fmt: skip
+    canvas, filled = fill_canvas(
+        canvas,
+        valid[0, 0] == 0,
+        K_pad[0],
+        images[neighbours],
+        depths,
+        static,
+        K,
+        neighbour_transforms(c2w, frame, neighbours),
+    )
     canvas = canvas.permute(1, 2, 0).numpy()
     return (canvas[..., :3] * 255).round(), canvas[..., 3] > 0.5, filled.numpy(), valid[0, 0].numpy() > 0
 
@@ -105,8 +113,14 @@ def test_tracked_masks_cover_the_object_in_every_frame(clip):
 def test_fusion_keeps_only_gaussians_outside_the_frame():
     n = 5
     means = torch.tensor([[0.0, 0, 2], [3.0, 0, 2], [-3.0, 0, 2], [0.0, 0, -2], [0.1, 0.1, 2]])
-    gaussians = Gaussians(means, torch.tensor([1.0, 0, 0, 0]).expand(n, 4), torch.full((n, 3), 0.01),
-                          torch.ones(n), torch.rand(n, 3), torch.zeros(n, 3))  # fmt: skip
+    gaussians = Gaussians(
+        means,
+        torch.tensor([1.0, 0, 0, 0]).expand(n, 4),
+        torch.full((n, 3), 0.01),
+        torch.ones(n),
+        torch.rand(n, 3),
+        torch.zeros(n, 3),
+    )
     keep = torch.tensor([True, True, True, True, False])  # the last one is not fusable (e.g. moving)
     K = torch.tensor([[100.0, 0, 80], [0, 100, 45], [0, 0, 1]])
     fused = fusion_gaussians(gaussians, keep, torch.eye(4), K, (160, 90))

@@ -59,8 +59,16 @@ def true_posed_clip(clip, video) -> tuple[PosedClip, float]:
     observations[:, 3] *= scale
     K = clip.K.copy()
     K[:2] *= to_working
-    poses = ClipPoses(K, c2w, np.arange(MOVING.num_frames), "truth", points * scale, observations,
-                      np.arange(len(points)), scale)  # fmt: skip
+    poses = ClipPoses(
+        K,
+        c2w,
+        np.arange(MOVING.num_frames),
+        "truth",
+        points * scale,
+        observations,
+        np.arange(len(points)),
+        scale,
+    )
     return PosedClip(decoded.frames, decoded.fps, decoded.source_size, poses), scale
 
 
@@ -75,8 +83,17 @@ def scene(tmp_path_factory):
 
     def rerender(full_resolution: bool = True) -> Rendered:
         full = clip.frames if full_resolution else None
-        return render_stabilized(net, posed, smoothed, CONFIG.finetune.pad, CONFIG.render,
-                                 CONFIG.finetune.render_backend, CPU, False, full)  # fmt: skip
+        return render_stabilized(
+            net,
+            posed,
+            smoothed,
+            CONFIG.finetune.pad,
+            CONFIG.render,
+            CONFIG.finetune.render_backend,
+            CPU,
+            False,
+            full,
+        )
 
     # the truth at the smoothed poses, in the scene's units
     true_smoothed = smoothed.copy()

@@ -46,8 +46,10 @@ def test_shape_validation():
 
 def test_rigid_transform_moves_means_and_rotates_covariances():
     g = make(6)
-    T = make_pose(axis_angle_to_matrix(torch.tensor([0.3, -0.2, 0.9], dtype=torch.float64)),
-                  torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64))  # fmt: skip
+    T = make_pose(
+        axis_angle_to_matrix(torch.tensor([0.3, -0.2, 0.9], dtype=torch.float64)),
+        torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64),
+    )
     moved = g.transform(T)
     R, t = T[:3, :3], T[:3, 3]
     assert torch.allclose(moved.means, g.means @ R.T + t)
@@ -64,8 +66,10 @@ def test_rigid_transform_moves_means_and_rotates_covariances():
 def test_batched_transform_broadcasts_per_element():
     g = make(4, batch=(3,))
     angles = torch.tensor([0.0, math.pi / 2, math.pi], dtype=torch.float64)
-    T = make_pose(axis_angle_to_matrix(torch.stack([torch.zeros(3), torch.zeros(3), angles], -1).double()),
-                  torch.zeros(3, 3, dtype=torch.float64))  # fmt: skip
+    T = make_pose(
+        axis_angle_to_matrix(torch.stack([torch.zeros(3), torch.zeros(3), angles], -1).double()),
+        torch.zeros(3, 3, dtype=torch.float64),
+    )
     moved = g.transform(T)
     for i in range(3):
         assert torch.allclose(moved[i].means, g[i].transform(T[i]).means)

@@ -73,8 +73,21 @@ def test_transforms_json_converts_opengl_axes(clip, tmp_path):
     }
     (tmp_path / "transforms.json").write_text(json.dumps(data))
     out = tmp_path / "out"
-    assert prep_main(["import", "transforms", "--json", str(tmp_path / "transforms.json"), "--out", str(out),
-                      *SMALL, "priors.flow=false"]) == 0  # fmt: skip
+    assert (
+        prep_main(
+            [
+                "import",
+                "transforms",
+                "--json",
+                str(tmp_path / "transforms.json"),
+                "--out",
+                str(out),
+                *SMALL,
+                "priors.flow=false",
+            ]
+        )
+        == 0
+    )
     _, clips = imported(out)
     assert np.allclose(clips[0].cameras.c2w, clip.c2w, atol=1e-12)
     assert clips[0].flow is None
@@ -87,8 +100,23 @@ def test_colmap_model(clip, tmp_path):
     assert poses.method == "global"
     out = tmp_path / "out"
     model = next((work / "global").iterdir())
-    assert prep_main(["import", "colmap", "--model", str(model), "--images", str(work / "images"),
-                      "--out", str(out), *SMALL, "priors.flow=false"]) == 0  # fmt: skip
+    assert (
+        prep_main(
+            [
+                "import",
+                "colmap",
+                "--model",
+                str(model),
+                "--images",
+                str(work / "images"),
+                "--out",
+                str(out),
+                *SMALL,
+                "priors.flow=false",
+            ]
+        )
+        == 0
+    )
     _, clips = imported(out)
     sample = clips[0]
     # the same model, the same normalisation: the poses the pose stage itself returned
@@ -101,10 +129,34 @@ def test_colmap_model(clip, tmp_path):
 
 def test_bad_import_input_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "transforms.json").write_text("{}")
-    assert prep_main(["import", "transforms", "--json", str(tmp_path / "transforms.json"), "--out",
-                      str(tmp_path / "o")]) == 2  # fmt: skip
+    assert (
+        prep_main(
+            [
+                "import",
+                "transforms",
+                "--json",
+                str(tmp_path / "transforms.json"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "not a transforms.json with 'frames'" in capsys.readouterr().err
-    assert prep_main(["import", "colmap", "--model", str(tmp_path), "--images", str(tmp_path), "--out",
-                      str(tmp_path / "o")]) == 2  # fmt: skip
+    assert (
+        prep_main(
+            [
+                "import",
+                "colmap",
+                "--model",
+                str(tmp_path),
+                "--images",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "not a COLMAP model" in capsys.readouterr().err
     assert not list((tmp_path / "o").glob("*.tar"))

@@ -55,8 +55,10 @@ def lpips_files(tmp_path, net="alex"):
     backbone = (torchvision.models.alexnet if net == "alex" else torchvision.models.vgg16)(weights=None)
     torch.save(backbone.state_dict(), tmp_path / "backbone.pth")
     widths = LAYERS[net][1]
-    torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(widths)},
-               tmp_path / "linear.pth")  # fmt: skip
+    torch.save(
+        {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(widths)},
+        tmp_path / "linear.pth",
+    )
     return tmp_path / "backbone.pth", tmp_path / "linear.pth"
 
 

@@ -56,8 +56,10 @@ def test_constant_zoom_gives_inverse_crop_ratio(panning):
 
 def test_anisotropic_scale_gives_distortion_equal_to_axis_ratio(panning):
     stretched = warp_all(panning, np.diag([1.25, 1.0]))
-    homographies = [M.homography(a, b) for a, b in
-                    zip(map(sift_features, panning), map(sift_features, stretched), strict=True)]  # fmt: skip
+    homographies = [
+        M.homography(a, b)
+        for a, b in zip(map(sift_features, panning), map(sift_features, stretched), strict=True)
+    ]
     assert M.crop_and_distortion(homographies)["D"] == pytest.approx(0.8, abs=0.01)
 
 
@@ -187,6 +189,7 @@ def test_high_pass_leaves_nothing_of_a_constant_velocity_path():
 def test_a_precomputed_input_motion_gives_the_same_report(panning):
     zoomed = warp_all(panning, np.diag([1.1, 1.1]))[:10]  # shorter: the motion is cut to fit
     fresh = M.evaluate(panning, zoomed, fps=30, progress=False)
-    reused = M.evaluate(panning, zoomed, fps=30, progress=False,
-                        input_motion=M.analyse_motion(panning, progress=False))  # fmt: skip
+    reused = M.evaluate(
+        panning, zoomed, fps=30, progress=False, input_motion=M.analyse_motion(panning, progress=False)
+    )
     assert reused == fresh

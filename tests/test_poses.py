@@ -59,8 +59,12 @@ def test_sparse_depth_matches_true_depth_up_to_the_stored_scale(dolly, dolly_pos
 
 
 def test_pure_rotation_falls_back_to_rotation_only_poses():
-    clip = generate(SyntheticConfig(width=256, height=144, num_frames=24, dolly=0.0, pan=4.0,
-                                    shake_translation=0.0, seed=1), progress=False)  # fmt: skip
+    clip = generate(
+        SyntheticConfig(
+            width=256, height=144, num_frames=24, dolly=0.0, pan=4.0, shake_translation=0.0, seed=1
+        ),
+        progress=False,
+    )
     poses = estimate_poses(clip.frames)
     assert poses.method == "rotation" and len(poses.frame_ids) == 24
     rot, _ = pose_errors(poses.c2w, clip.c2w)
@@ -126,8 +130,17 @@ def test_a_runaway_focal_length_is_not_acceptable():
     def poses(focal):
         K = np.array([[focal, 0, 64], [0, focal, 36], [0, 0, 1.0]])
         stats = {"registered_fraction": 1.0, "reprojection_error": 0.4, "min_observations_per_frame": 56}
-        return ClipPoses(K, np.tile(np.eye(4), (30, 1, 1)), np.arange(30), "global", np.zeros((0, 3)),
-                         np.zeros((0, 4)), np.zeros(0, int), 1.0, stats)  # fmt: skip
+        return ClipPoses(
+            K,
+            np.tile(np.eye(4), (30, 1, 1)),
+            np.arange(30),
+            "global",
+            np.zeros((0, 3)),
+            np.zeros((0, 4)),
+            np.zeros(0, int),
+            1.0,
+            stats,
+        )
 
     assert "implausible field of view" in _acceptable(poses(7220.0), PoseConfig(), 30, 128)
     assert _acceptable(poses(110.0), PoseConfig(), 30, 128) is None

@@ -164,8 +164,12 @@ def test_slurm_array_slices_merge_and_verify(videos, tmp_path):
     }
     env.pop("SLURM_JOB_ID", None)
     for task in ("0", "1"):
-        subprocess.run(["bash", str(script), str(videos), str(out), *SMALL, "priors.flow=false"],
-                       env={**env, "SLURM_ARRAY_TASK_ID": task}, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["bash", str(script), str(videos), str(out), *SMALL, "priors.flow=false"],
+            env={**env, "SLURM_ARRAY_TASK_ID": task},
+            check=True,
+            capture_output=True,
+        )
     parts = sorted(out.glob("part-*"))
     assert [p.name for p in parts] == ["part-0000", "part-0001"]
     assert prep_main(["merge", str(out), *map(str, parts)]) == 0
@@ -174,6 +178,10 @@ def test_slurm_array_slices_merge_and_verify(videos, tmp_path):
     assert verify(out, every=100)["clips"] == 4
     # a part built with another config cannot be merged in
     other = tmp_path / "other"
-    build(str(videos), other, load_config(PrepConfig, None, [*SMALL, "priors.flow=false", "clip_length=8"]),
-          progress=False)  # fmt: skip
+    build(
+        str(videos),
+        other,
+        load_config(PrepConfig, None, [*SMALL, "priors.flow=false", "clip_length=8"]),
+        progress=False,
+    )
     assert prep_main(["merge", str(out), str(parts[0]), str(other)]) == 2

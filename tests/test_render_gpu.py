@@ -21,8 +21,15 @@ def _render_with_grads(backend, gaussians, viewmats, Ks, width, height):
         for name in ("means", "quats", "scales", "opacities", "colors")
     }
     scene = type(gaussians)(**params)
-    out = render(scene, viewmats, Ks, width, height, background=torch.tensor([0.1, 0.2, 0.3], device="cuda"),
-                 backend=backend)  # fmt: skip
+    out = render(
+        scene,
+        viewmats,
+        Ks,
+        width,
+        height,
+        background=torch.tensor([0.1, 0.2, 0.3], device="cuda"),
+        backend=backend,
+    )
     weights = torch.linspace(0, 1, out.color.numel(), device="cuda").reshape(out.color.shape)
     loss = (out.color * weights).sum() + out.depth.mean() + out.alpha.sum()
     loss.backward()

@@ -32,8 +32,14 @@ def gaussians(means, scales, opacities, colors, features=None) -> Gaussians:
     quats[:, 0] = 1
     scales = torch.as_tensor(scales, dtype=F64)
     scales = scales[:, None].expand(n, 3) if scales.ndim == 1 else scales
-    return Gaussians(means, quats, scales.clone(), torch.as_tensor(opacities, dtype=F64),
-                     torch.as_tensor(colors, dtype=F64), features)  # fmt: skip
+    return Gaussians(
+        means,
+        quats,
+        scales.clone(),
+        torch.as_tensor(opacities, dtype=F64),
+        torch.as_tensor(colors, dtype=F64),
+        features,
+    )
 
 
 def identity_camera(width=32, height=32, f=40.0):
@@ -41,8 +47,11 @@ def identity_camera(width=32, height=32, f=40.0):
 
 
 def test_single_gaussian_lands_where_the_camera_math_says():
-    c2w = look_at(torch.tensor([0.4, -0.3, -3.0], dtype=F64), torch.tensor([0.1, 0.2, 0.5], dtype=F64),
-                  torch.tensor([0.0, -1.0, 0.0], dtype=F64))  # fmt: skip
+    c2w = look_at(
+        torch.tensor([0.4, -0.3, -3.0], dtype=F64),
+        torch.tensor([0.1, 0.2, 0.5], dtype=F64),
+        torch.tensor([0.0, -1.0, 0.0], dtype=F64),
+    )
     viewmat = c2w_to_viewmat(c2w)
     K = make_intrinsics(60.0, 55.0, 31.0, 25.0)
     world = torch.tensor([[0.3, 0.1, 0.4]], dtype=F64)
@@ -86,8 +95,15 @@ def test_two_gaussians_composite_front_to_back_regardless_of_input_order():
     for order in ([front, back], [back, front]):
         colors = [red, blue] if order[0] is front else [blue, red]
         opac = [0.6, 0.5] if order[0] is front else [0.5, 0.6]
-        out = render(gaussians(order, [0.1, 0.2] if order[0] is front else [0.2, 0.1], opac, colors),
-                     viewmat, K, 32, 32, background=bg, backend="torch")  # fmt: skip
+        out = render(
+            gaussians(order, [0.1, 0.2] if order[0] is front else [0.2, 0.1], opac, colors),
+            viewmat,
+            K,
+            32,
+            32,
+            background=bg,
+            backend="torch",
+        )
         assert torch.allclose(out.color[0, :, 15, 15], expected_color, atol=1e-12)
         assert out.alpha[0, 0, 15, 15].item() == pytest.approx(1 - 0.4 * 0.5, abs=1e-12)
         assert out.depth[0, 0, 15, 15].item() == pytest.approx((0.6 * 2 + 0.2 * 4) / 0.8, abs=1e-12)
@@ -167,8 +183,13 @@ def test_plane_of_gaussians_renders_the_plane_depth(slope):
     )
     out = render(g, torch.eye(4, dtype=F64)[None], K[None], width, height, backend="torch")
     centers = pixel_centers(height, width, dtype=F64)
-    rays = torch.cat([(centers - torch.tensor([width / 2, height / 2], dtype=F64)) / f,
-                      torch.ones(height, width, 1, dtype=F64)], -1)  # fmt: skip
+    rays = torch.cat(
+        [
+            (centers - torch.tensor([width / 2, height / 2], dtype=F64)) / f,
+            torch.ones(height, width, 1, dtype=F64),
+        ],
+        -1,
+    )
     truth = 2 * normal[2] / (rays @ normal)  # ray-plane intersection: n . X = n . (0, 0, 2)
     assert out.alpha[0, 0].min() > 0.99
     rel = (out.depth[0, 0] - truth).abs() / truth
@@ -180,8 +201,13 @@ def test_batched_render_equals_per_element_renders():
     torch.manual_seed(1)
     n = 40
     means = torch.randn(2, n, 3, dtype=F64) * 0.4 + torch.tensor([0, 0, 3.0], dtype=F64)
-    g = Gaussians(means, torch.randn(2, n, 4, dtype=F64), torch.rand(2, n, 3, dtype=F64) * 0.1,
-                  torch.rand(2, n, dtype=F64), torch.rand(2, n, 3, dtype=F64))  # fmt: skip
+    g = Gaussians(
+        means,
+        torch.randn(2, n, 4, dtype=F64),
+        torch.rand(2, n, 3, dtype=F64) * 0.1,
+        torch.rand(2, n, dtype=F64),
+        torch.rand(2, n, 3, dtype=F64),
+    )
     viewmats = torch.eye(4, dtype=F64).repeat(2, 3, 1, 1)
     viewmats[:, 1, 0, 3] = 0.2
     viewmats[:, 2, 1, 3] = -0.3
@@ -227,8 +253,15 @@ def test_gradcheck_float64_tiny_scene():
     bg = torch.tensor([0.2, 0.4, 0.6], dtype=F64)
 
     def fn(means, quats, scales, opacities, colors, features):
-        out = render(Gaussians(means, quats, scales, opacities, colors, features), viewmat, K, 20, 18,
-                     background=bg, backend="torch")  # fmt: skip
+        out = render(
+            Gaussians(means, quats, scales, opacities, colors, features),
+            viewmat,
+            K,
+            20,
+            18,
+            background=bg,
+            backend="torch",
+        )
         return out.color, out.depth, out.alpha, out.features
 
     inputs = tuple(

@@ -30,17 +30,26 @@ def make_sample(key="clip_000", frames=5, width=64, height=48, seed=0, priors=Tr
     c2w = make_pose(R, torch.from_numpy(rng.normal(0, 1, (frames, 3)))).numpy()
     K = np.array([[50.0, 0, width / 2], [0, 50.0, height / 2], [0, 0, 1]])
     points = rng.normal(0, 1, (20, 3)).astype(np.float32)
-    obs = np.stack([rng.integers(0, frames, 30), rng.uniform(0, width, 30), rng.uniform(0, height, 30),
-                    rng.uniform(0.5, 2, 30)], -1).astype(np.float32)  # fmt: skip
+    obs = np.stack(
+        [
+            rng.integers(0, frames, 30),
+            rng.uniform(0, width, 30),
+            rng.uniform(0, height, 30),
+            rng.uniform(0.5, 2, 30),
+        ],
+        -1,
+    ).astype(np.float32)
     flow = masks = None
     if priors:
         flow = {
             k: rng.normal(0, 2, (frames - 1, height, width, 2)).astype(np.float16)
             for k in ("forward", "backward")
         }
-        masks = {"occlusion_forward": rng.random((frames - 1, height, width)) < 0.1,
-                 "occlusion_backward": rng.random((frames - 1, height, width)) < 0.1,
-                 "dynamic": rng.random((frames, height, width)) < 0.05}  # fmt: skip
+        masks = {
+            "occlusion_forward": rng.random((frames - 1, height, width)) < 0.1,
+            "occlusion_backward": rng.random((frames - 1, height, width)) < 0.1,
+            "dynamic": rng.random((frames, height, width)) < 0.05,
+        }
     return ClipSample(
         key=key,
         frames=images,

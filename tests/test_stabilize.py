@@ -18,8 +18,15 @@ from model.cameras import align_poses, make_pose
 
 SCENE = SyntheticConfig(width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=2.0)
 # quick on 2 cores: a 128-px working size (half the input's) and a handful of finetuning steps
-QUICK = ["--resolution", "128", "--quiet", "finetune.min_steps=6", "finetune.steps_per_frame=0",
-         "finetune.batch=3", "finetune.neighbours=2"]  # fmt: skip
+QUICK = [
+    "--resolution",
+    "128",
+    "--quiet",
+    "finetune.min_steps=6",
+    "finetune.steps_per_frame=0",
+    "finetune.batch=3",
+    "finetune.neighbours=2",
+]
 
 
 def ground_truth(folder, clip, report):
@@ -52,8 +59,10 @@ def shaky(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stabilized(shaky):
     folder, _ = shaky
-    assert stabilize_main([str(folder / "shaky.mp4"), "-o", str(folder / "out.mp4"), "--side-by-side",
-                           *QUICK]) == 0  # fmt: skip
+    assert (
+        stabilize_main([str(folder / "shaky.mp4"), "-o", str(folder / "out.mp4"), "--side-by-side", *QUICK])
+        == 0
+    )
     return folder, json.loads((folder / "out.report.json").read_text())
 
 
@@ -123,8 +132,12 @@ def test_audio_is_passed_through(tmp_path):
         out.mux(audio.encode(samples))
         out.mux(audio.encode())
         out.mux(vs.encode())
-    assert stabilize_main([str(video), "-o", str(tmp_path / "out.mp4"), "--no-eval", "--resolution", "96",
-                           *QUICK[2:]]) == 0  # fmt: skip
+    assert (
+        stabilize_main(
+            [str(video), "-o", str(tmp_path / "out.mp4"), "--no-eval", "--resolution", "96", *QUICK[2:]]
+        )
+        == 0
+    )
     with av.open(str(tmp_path / "out.mp4")) as result:
         assert len(result.streams.video) == 1 and len(result.streams.audio) == 1
         assert result.streams.audio[0].codec_context.name == "aac"

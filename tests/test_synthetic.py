@@ -62,8 +62,10 @@ def test_true_depth_and_poses_explain_the_images(clip):
 
 def test_a_one_degree_pose_error_is_visible(clip):
     error, _ = reproject(clip, 0, 3)
-    tilt = make_pose(axis_angle_to_matrix(torch.tensor([0.0, np.deg2rad(1.0), 0.0], dtype=torch.float64)),
-                     torch.zeros(3, dtype=torch.float64)).numpy()  # fmt: skip
+    tilt = make_pose(
+        axis_angle_to_matrix(torch.tensor([0.0, np.deg2rad(1.0), 0.0], dtype=torch.float64)),
+        torch.zeros(3, dtype=torch.float64),
+    ).numpy()
     wrong, _ = reproject(clip, 0, 3, c2w_src=clip.c2w[0] @ tilt)
     assert np.median(wrong) > 3 * np.median(error)
 
@@ -83,8 +85,17 @@ def test_shake_is_what_was_asked_for(clip):
 
 def test_moving_object_is_masked_and_moves():
     # a still camera, so the mask's motion in the image is the object's own
-    config = SyntheticConfig(width=96, height=64, num_frames=8, moving_object=True, dolly=0.0, pan=0.0,
-                             shake_rotation_deg=0.0, shake_translation=0.0, seed=1)  # fmt: skip
+    config = SyntheticConfig(
+        width=96,
+        height=64,
+        num_frames=8,
+        moving_object=True,
+        dolly=0.0,
+        pan=0.0,
+        shake_rotation_deg=0.0,
+        shake_translation=0.0,
+        seed=1,
+    )
     moving = generate(config, progress=False)
     assert moving.dynamic_mask.any(axis=(1, 2)).all()
     cols = [np.nonzero(m.any(0))[0].mean() for m in moving.dynamic_mask]

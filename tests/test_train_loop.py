@@ -25,8 +25,14 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "train.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "train.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def validation(run_dir: Path) -> dict[int, dict]:
@@ -73,8 +79,15 @@ def test_wandb_mode_is_offline_without_a_key(monkeypatch, tmp_path):
 
 
 def test_resume_after_a_signal_repeats_the_uninterrupted_losses(pretrain_shards, tmp_path):
-    common = ["--config", str(TINY), shards_arg(pretrain_shards), *FAST, "max_steps=12",
-              "checkpoint_every=100", "logging.tracker=none"]  # fmt: skip
+    common = [
+        "--config",
+        str(TINY),
+        shards_arg(pretrain_shards),
+        *FAST,
+        "max_steps=12",
+        "checkpoint_every=100",
+        "logging.tracker=none",
+    ]
     # Every leg in a fresh process with one thread, so that nothing but the resume differs
     # (the test process carries other tests' state, and thread counts change summation order).
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -111,10 +124,29 @@ def test_resume_after_a_signal_repeats_the_uninterrupted_losses(pretrain_shards,
 
 def test_two_processes_read_disjoint_shards(pretrain_shards, tmp_path):
     run_dir = tmp_path / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "train.cli", "--config", str(TINY), f"run_dir={run_dir}", shards_arg(pretrain_shards),
-               *FAST, "max_steps=4", "logging.tracker=none"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "train.cli",
+        "--config",
+        str(TINY),
+        f"run_dir={run_dir}",
+        shards_arg(pretrain_shards),
+        *FAST,
+        "max_steps=4",
+        "logging.tracker=none",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -155,8 +187,14 @@ def test_checkpoint_of_another_architecture_is_refused(trained, pretrain_shards,
     (run_dir / "checkpoints").mkdir(parents=True)
     source = trained / "checkpoints" / "step_00000020"
     subprocess.run(["cp", "-r", str(source), str(run_dir / "checkpoints")], check=True)
-    args = ["--config", str(TINY), f"run_dir={run_dir}", shards_arg(pretrain_shards), *FAST,
-            "logging.tracker=none"]  # fmt: skip
+    args = [
+        "--config",
+        str(TINY),
+        f"run_dir={run_dir}",
+        shards_arg(pretrain_shards),
+        *FAST,
+        "logging.tracker=none",
+    ]
     assert train_main([*args, "network.layers=3"]) == 2
     err = capsys.readouterr().err
     assert "holds a different network (backbone=resnet18, layers=2" in err and "layers=3" in err
@@ -172,10 +210,19 @@ def test_bf16_with_tensorboard_logs_scalars_and_images(pretrain_shards, tmp_path
 
     run_dir = tmp_path / "tb"
     # a process of its own: accelerate fixes the precision once per process
-    process = cli("--config", str(TINY), f"run_dir={run_dir}", shards_arg(pretrain_shards), *FAST,
-                  "max_steps=2", "mixed_precision=bf16", "logging.tracker=tensorboard",
-                  f"validation.shards={pretrain_shards}/train-000000.tar", "validation.every=2",
-                  "validation.batches=1")  # fmt: skip
+    process = cli(
+        "--config",
+        str(TINY),
+        f"run_dir={run_dir}",
+        shards_arg(pretrain_shards),
+        *FAST,
+        "max_steps=2",
+        "mixed_precision=bf16",
+        "logging.tracker=tensorboard",
+        f"validation.shards={pretrain_shards}/train-000000.tar",
+        "validation.every=2",
+        "validation.batches=1",
+    )
     output = process.communicate(timeout=300)[0]
     assert process.returncode == 0, output[-3000:]
     events = EventAccumulator(str(run_dir / "gavs-pretrain"), size_guidance={"images": 0, "scalars": 0})
@@ -196,14 +243,34 @@ def test_sbatch_template_checkpoints_and_requeues_on_usr1(pretrain_shards, tmp_p
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     run_dir = tmp_path / "slurm-run"
-    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0",
-           "GAVS_PROCS_PER_NODE": "2", "REQUEUED": str(tmp_path / "requeued"),
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODEID": "0",
+        "GAVS_PROCS_PER_NODE": "2",
+        "REQUEUED": str(tmp_path / "requeued"),
+        "OMP_NUM_THREADS": "1",
+    }
     script = ROOT / "slurm" / "pretrain.sbatch"
-    job = subprocess.Popen(["bash", str(script), str(TINY), f"run_dir={run_dir}", shards_arg(pretrain_shards),
-                            *FAST, "max_steps=1000", "logging.tracker=none"], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    job = subprocess.Popen(
+        [
+            "bash",
+            str(script),
+            str(TINY),
+            f"run_dir={run_dir}",
+            shards_arg(pretrain_shards),
+            *FAST,
+            "max_steps=1000",
+            "logging.tracker=none",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 180
     while not (run_dir / "metrics.jsonl").exists() or len(losses(run_dir)) < 2:
         assert job.poll() is None and time.time() < deadline, job.communicate()[0][-3000:]

@@ -35,9 +35,15 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, run_dir: Path, step: int, trainer_state: dict, data_state: dict,
-    ema_net: GaussianPredictor, config_yaml: str, keep: int,
-) -> Path:  # fmt: skip
+    accelerator: Accelerator,
+    run_dir: Path,
+    step: int,
+    trainer_state: dict,
+    data_state: dict,
+    ema_net: GaussianPredictor,
+    config_yaml: str,
+    keep: int,
+) -> Path:
     final = run_dir / "checkpoints" / f"step_{step:08d}"
     tmp = final.with_name(f".{final.name}.partial")
     if accelerator.is_main_process:

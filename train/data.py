@@ -55,8 +55,9 @@ class DataConfig:
     seed: int = 0
 
 
-def _crop_resize(frames: torch.Tensor, K: torch.Tensor, box: tuple[int, int, int, int],
-                 size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _crop_resize(
+    frames: torch.Tensor, K: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop ``frames [V, 3, H, W]`` to ``box`` (left, top, width, height), resize to ``size``."""
     left, top, width, height = box
     crop = frames[:, :, top : top + height, left : left + width]
@@ -241,8 +242,16 @@ class BatchStream:
     an uninterrupted one while skipping at most one segment's worth.
     """
 
-    def __init__(self, config: DataConfig, batch_size: int, num_workers: int, segment_batches: int,
-                 rank: int = 0, world: int = 1, position: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: DataConfig,
+        batch_size: int,
+        num_workers: int,
+        segment_batches: int,
+        rank: int = 0,
+        world: int = 1,
+        position: int = 0,
+    ) -> None:
         self.config, self.batch_size, self.num_workers = config, batch_size, num_workers
         self.segment_batches, self.rank, self.world = segment_batches, rank, world
         self.position = position
@@ -252,8 +261,12 @@ class BatchStream:
     def _open(self) -> Iterator:
         segment, skip = divmod(self.position, self.segment_batches)
         stream = training_stream(self.config, self.rank, self.world, segment)
-        loader = DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers,
-                            worker_init_fn=_ignore_stop_signals)  # fmt: skip
+        loader = DataLoader(
+            stream,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            worker_init_fn=_ignore_stop_signals,
+        )
         iterator = iter(loader)
         for _ in range(skip):
             next(iterator)

@@ -84,8 +84,12 @@ def train(config: TrainConfig) -> dict:
     run_dir = Path(config.run_dir)
     tracker = None if config.logging.tracker == "none" else config.logging.tracker
     # cpu=True on a machine without CUDA makes several launched processes a gloo DDP group
-    accelerator = Accelerator(mixed_precision=mixed_precision(config.mixed_precision), log_with=tracker,
-                              project_dir=str(run_dir), cpu=not torch.cuda.is_available())  # fmt: skip
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision(config.mixed_precision),
+        log_with=tracker,
+        project_dir=str(run_dir),
+        cpu=not torch.cuda.is_available(),
+    )
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     check_shards(config.data, rank, world)
     set_seed(config.seed)
@@ -94,8 +98,9 @@ def train(config: TrainConfig) -> dict:
     if config.init_from:
         net.load_state_dict(load_predictor(config.init_from, expected=config.network).state_dict())
     optim = config.optim
-    optimizer = torch.optim.AdamW(net.parameters(), lr=optim.lr, betas=optim.betas,
-                                  weight_decay=optim.weight_decay)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+    )
     net, optimizer = accelerator.prepare(net, optimizer)
     perceptual = perceptual_loss(config.loss)
     perceptual = perceptual.to(device) if perceptual is not None else None
@@ -119,28 +124,49 @@ def train(config: TrainConfig) -> dict:
         summary = manifest_summary(config.data.shards)
         if summary is not None:
             (run_dir / "data_manifest.json").write_text(json.dumps(summary, indent=1))
-    batches = BatchStream(config.data, config.batch_size, config.num_workers,
-                          segment_batches=config.checkpoint_every * optim.grad_accumulation,
-                          rank=rank, world=world, position=data_state["position"])  # fmt: skip
+    batches = BatchStream(
+        config.data,
+        config.batch_size,
+        config.num_workers,
+        segment_batches=config.checkpoint_every * optim.grad_accumulation,
+        rank=rank,
+        world=world,
+        position=data_state["position"],
+    )
     batches.shards_read = data_state["shards_read"]
     as_dict = OmegaConf.to_container(OmegaConf.structured(config))
-    log = RunLog(accelerator, config.logging.tracker, config.logging.project, run_dir, as_dict,
-                 resume_step=step if previous else None)  # fmt: skip
+    log = RunLog(
+        accelerator,
+        config.logging.tracker,
+        config.logging.project,
+        run_dir,
+        as_dict,
+        resume_step=step if previous else None,
+    )
     val_batches = []
     if config.validation.shards and accelerator.is_main_process:
-        val_batches = validation_batches(config.data, config.validation.shards, config.batch_size,
-                                         config.validation.batches)  # fmt: skip
+        val_batches = validation_batches(
+            config.data, config.validation.shards, config.batch_size, config.validation.batches
+        )
     stop = StopSignal()
 
     def checkpoint() -> Path:
         state["step"] = step
-        return save_checkpoint(accelerator, run_dir, step, state,
-                               {"position": batches.position, "shards_read": batches.shards_read},
-                               ema.module, resolved, config.keep_checkpoints)  # fmt: skip
+        return save_checkpoint(
+            accelerator,
+            run_dir,
+            step,
+            state,
+            {"position": batches.position, "shards_read": batches.shards_read},
+            ema.module,
+            resolved,
+            config.keep_checkpoints,
+        )
 
     def run_validation() -> None:
-        metrics, grid = validate(ema.module, val_batches, device, config.loss, config.validation.grid_items,
-                                 perceptual)  # fmt: skip
+        metrics, grid = validate(
+            ema.module, val_batches, device, config.loss, config.validation.grid_items, perceptual
+        )
         state["validation"] = {"step": step, **metrics}
         log.scalars({f"val/{k}": v for k, v in metrics.items()}, step)
         (run_dir / "val").mkdir(exist_ok=True)
@@ -152,8 +178,14 @@ def train(config: TrainConfig) -> dict:
         run_validation()  # the starting point, for comparison
     net.train()
     samples_per_step = config.batch_size * optim.grad_accumulation * world
-    progress = tqdm(total=config.max_steps, initial=step, disable=not accelerator.is_main_process,
-                    desc="train", unit="step", dynamic_ncols=True)  # fmt: skip
+    progress = tqdm(
+        total=config.max_steps,
+        initial=step,
+        disable=not accelerator.is_main_process,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
     window_start, window_steps = time.perf_counter(), 0
     while step < config.max_steps:
         lr = learning_rate(step, optim, config.max_steps)
@@ -181,11 +213,17 @@ def train(config: TrainConfig) -> dict:
             across_ranks = accelerator.reduce(torch.stack(list(terms_sum.values())).float(), "mean")
             losses = dict(zip(terms_sum, across_ranks.tolist(), strict=True))
             progress.set_postfix(loss=f"{losses['total']:.4f}", lr=f"{lr:.2e}")
-            log.scalars({**{f"train/{k}": v for k, v in losses.items()}, "train/lr": lr,
-                         "train/grad_norm": float(grad_norm),
-                         "perf/samples_per_s": samples_per_step * window_steps / elapsed,
-                         "perf/step_s": elapsed / window_steps,
-                         "perf/peak_memory_gb": peak_memory_gb(device)}, step)  # fmt: skip
+            log.scalars(
+                {
+                    **{f"train/{k}": v for k, v in losses.items()},
+                    "train/lr": lr,
+                    "train/grad_norm": float(grad_norm),
+                    "perf/samples_per_s": samples_per_step * window_steps / elapsed,
+                    "perf/step_s": elapsed / window_steps,
+                    "perf/peak_memory_gb": peak_memory_gb(device),
+                },
+                step,
+            )
             window_start, window_steps = time.perf_counter(), 0
 
         if config.validation.shards and (step % config.validation.every == 0 or step == config.max_steps):

@@ -71,9 +71,12 @@ def training_losses(
 
 
 def loss_terms(
-    out: NetworkOutput, rendered: RenderOutput, batch: dict[str, Tensor], config: LossConfig,
+    out: NetworkOutput,
+    rendered: RenderOutput,
+    batch: dict[str, Tensor],
+    config: LossConfig,
     perceptual: LPIPS | None = None,
-) -> dict[str, Tensor]:  # fmt: skip
+) -> dict[str, Tensor]:
     """The weighted terms for predictions already made and rendered (validation reuses the renders)."""
     source_loss = photometric_loss(rendered.color[:, 0], batch["source_full"])
     targets = batch["targets"]

@@ -69,8 +69,9 @@ def model_card(
     return "\n".join(lines)
 
 
-def release(run_dir: Path, out_dir: Path, checkpoint: Path | None = None, fp16: bool = False,
-            force: bool = False) -> Path:  # fmt: skip
+def release(
+    run_dir: Path, out_dir: Path, checkpoint: Path | None = None, fp16: bool = False, force: bool = False
+) -> Path:
     if checkpoint is None:
         found = checkpoints(run_dir)
         if not found:

@@ -45,8 +45,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str | int | float | bool]
 
 
 class RunLog:
-    def __init__(self, accelerator: Accelerator, tracker: str, project: str, run_dir: Path,
-                 config: dict, resume_step: int | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        tracker: str,
+        project: str,
+        run_dir: Path,
+        config: dict,
+        resume_step: int | None,
+    ) -> None:
         if tracker not in TRACKERS:
             raise ValueError(f"logging.tracker must be one of {', '.join(TRACKERS)}, got {tracker!r}")
         self.accelerator, self.tracker = accelerator, tracker
@@ -64,8 +71,13 @@ class RunLog:
             if not id_file.exists():
                 id_file.write_text(uuid.uuid4().hex[:12])
             run_id = id_file.read_text().strip()
-            init_kwargs["wandb"] = {"dir": str(run_dir), "mode": wandb_mode(), "id": run_id,
-                                    "resume": "allow", "name": run_dir.name}  # fmt: skip
+            init_kwargs["wandb"] = {
+                "dir": str(run_dir),
+                "mode": wandb_mode(),
+                "id": run_id,
+                "resume": "allow",
+                "name": run_dir.name,
+            }
         if tracker != "none":
             accelerator.init_trackers(project, config=flatten(config), init_kwargs=init_kwargs)
 

@@ -58,8 +58,14 @@ def validate(
     input | render | target | render."""
     was_training = net.training
     net.eval()
-    sums: dict[str, list[Tensor]] = {"loss": [], "psnr_source": [], "psnr_target": [], "ssim_source": [],
-                                     "ssim_target": [], "psnr_border": []}  # fmt: skip
+    sums: dict[str, list[Tensor]] = {
+        "loss": [],
+        "psnr_source": [],
+        "psnr_target": [],
+        "ssim_source": [],
+        "ssim_target": [],
+        "psnr_border": [],
+    }
     rows = []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
