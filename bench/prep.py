@@ -18,8 +18,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from common.config import load_config
 from data_prep.build import PrepConfig, build, plan_jobs
-from data_prep.config import load_config
 from data_prep.ingest import expand_inputs
 from data_prep.schema import iterate_clips
 from data_prep.verify import reprojection_errors
@@ -52,7 +52,7 @@ def main() -> None:
                 row = per_video[Path(sample.meta["source"]).name]
                 row["clips"] += 1
                 row["frames"] += len(sample.frames)
-                row["methods"][sample.cameras.pose_method] += 1
+                row["methods"][sample.poses.pose_method] += 1
                 row["errors"] += reprojection_errors(sample).tolist()
 
     rows = []

@@ -3,7 +3,7 @@
     python bench/quality.py --clips ../shared/clips
     python bench/quality.py --clips DIR --method ours="gavs-stabilize {in} -o {out}"
 
-Every clip is scored with ``infer.metrics.evaluate``: the input itself (always), vid.stab
+Every clip is scored with ``evaluation.metrics.evaluate``: the input itself (always), vid.stab
 two-pass (always, unless --no-vidstab), and each ``--method NAME=COMMAND`` whose command
 holds ``{in}`` and ``{out}`` placeholders. Wall time per frame is measured around each
 command. A method that writes ``OUT.report.json`` beside its output (gavs-stabilize does)
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from data_prep.video import read_video
-from infer.metrics import analyse_motion, evaluate
+from evaluation.metrics import analyse_motion, evaluate
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 VIDSTAB_SMOOTHING = 30  # the setting of the published baseline table in shared/clips/README.md
@@ -203,7 +203,7 @@ def main() -> None:
     header = "| clip | method | " + " | ".join(label for _, label in COLUMNS) + " | inpainted | s/frame |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 4)]
     for row in rows:
-        cells = " | ".join(f"{row[key]:.3f}" for key, _ in COLUMNS)
+        cells = " | ".join("-" if row[key] is None else f"{row[key]:.3f}" for key, _ in COLUMNS)
         inpainted = f"{row['origin_inpainted']:.5f}" if "origin_inpainted" in row else "-"
         lines.append(
             f"| {Path(row['clip']).stem} | {row['method']} | {cells} | {inpainted} "

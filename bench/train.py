@@ -28,8 +28,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 import torch  # noqa: E402
 
+from common.config import load_config  # noqa: E402
 from data_prep.build import PrepConfig, build  # noqa: E402
-from data_prep.config import load_config  # noqa: E402
 from data_prep.synthetic import SyntheticConfig, generate  # noqa: E402
 from data_prep.video import write_video  # noqa: E402
 from train.config import TrainConfig  # noqa: E402

@@ -17,7 +17,7 @@ import os
 import re
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -26,10 +26,11 @@ import webdataset as wds
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from common.atomic import write_atomic
 from data_prep.ingest import expand_inputs, ingest
 from data_prep.poses import PoseConfig, PoseError, estimate_poses
 from data_prep.priors import PriorConfig, compute_priors
-from data_prep.schema import SCHEMA_VERSION, Cameras, ClipSample, encode
+from data_prep.schema import SCHEMA_VERSION, ClipSample, encode
 from data_prep.shards import ShardWriter
 from data_prep.shots import clip_windows, detect_shots
 from data_prep.video import VideoError
@@ -87,30 +88,24 @@ def _process_clip(job: ClipJob, config: PrepConfig, cache: Path) -> None:
         poses = estimate_poses(job.frames, config.poses)
     except PoseError as err:
         note = {"source": job.source, "clip": job.key, "reason": f"{job.key}: poses: {err}"}
-        _write_atomic(cache / f"{job.key}.rejected.json", json.dumps(note).encode())
+        write_atomic(cache / f"{job.key}.rejected.json", json.dumps(note).encode())
         return
     frames = job.frames[poses.frame_ids]
     flow = masks = None
     if config.priors.flow and len(frames) > 1:
         flow, masks = compute_priors(frames, poses.K, poses.c2w, config.priors)
-    height, width = frames.shape[1:3]
     source_ids = job.source_indices[job.start + poses.frame_ids]
     sample = ClipSample(
         key=job.key,
         frames=frames,
-        cameras=Cameras(width, height, job.fps, poses.K, poses.c2w, source_ids, poses.method, poses.scale),
-        points=poses.points,
-        observations=poses.observations,
-        observation_points=poses.observation_points,
+        fps=job.fps,
+        poses=replace(poses, frame_ids=source_ids),
         meta={
             "source": job.source,
             "source_size": list(job.source_size),
             "clip_start": job.start,
             "source_frame_indices": [int(i) for i in source_ids],
             "timestamps": [round(float(t), 6) for t in job.timestamps[job.start + poses.frame_ids]],
-            "poses": {
-                k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in poses.stats.items()
-            },
         },
         flow=flow,
         masks=masks,
@@ -118,13 +113,7 @@ def _process_clip(job: ClipJob, config: PrepConfig, cache: Path) -> None:
     buffer = io.BytesIO()
     with wds.TarWriter(buffer, encoder=False, mtime=0.0) as writer:
         writer.write(encode(sample))
-    _write_atomic(cache / f"{job.key}.tar", buffer.getvalue())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(cache / f"{job.key}.tar", buffer.getvalue())
 
 
 def _read_cached(path: Path) -> dict[str, bytes]:
@@ -289,5 +278,5 @@ def write_dataset(out: Path, config: PrepConfig, samples, rejected: list[dict], 
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
         "versions": _versions(),
     }
-    _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
+from common.atomic import write_atomic
+from common.config import ConfigError, config_yaml, load_config
 from data_prep.build import BuildError, PrepConfig, build
-from data_prep.config import ConfigError, config_yaml, load_config
 from data_prep.importers import ImportFormatError, import_sequences, read_colmap, read_re10k, read_transforms
 from data_prep.merge import merge
 from data_prep.schema import SchemaError
@@ -31,9 +31,7 @@ def parse_slice(text: str) -> tuple[int, int]:
 
 def _finish(out: Path, config: PrepConfig, manifest: dict) -> None:
     """Write the resolved config beside the shards and print a one-line summary."""
-    tmp = out / ".config.yaml.partial"
-    tmp.write_text(config_yaml(config))
-    os.replace(tmp, out / "config.yaml")
+    write_atomic(out / "config.yaml", config_yaml(config))
     totals = manifest["totals"]
     print(
         f"{totals['clips']} clips ({totals['frames']} frames) in {len(manifest['shards'])} shards, "

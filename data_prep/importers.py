@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -30,11 +30,11 @@ import torch
 
 from data_prep.build import PrepConfig, clip_key, write_dataset
 from data_prep.ingest import working_size
-from data_prep.poses import ClipPoses, PoseError, from_reconstruction, normalise_scale
+from data_prep.poses import PoseError, from_reconstruction
 from data_prep.priors import compute_priors
-from data_prep.schema import Cameras, ClipSample, encode
+from data_prep.schema import ClipPoses, ClipSample, encode
 from data_prep.shots import clip_windows
-from model.cameras import opengl_to_opencv, resize_intrinsics
+from model.cameras import opengl_to_opencv
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -47,14 +47,8 @@ class ImportFormatError(ValueError):
 class PosedSequence:
     name: str
     images: list[Path]
-    K: np.ndarray  # [T, 3, 3] in pixels of the images on disk
-    c2w: np.ndarray  # [T, 4, 4] OpenCV axes
+    poses: ClipPoses  # in pixels of the images on disk; COLMAP's also carry points
     fps: float
-    method: str
-    points: np.ndarray | None = None  # COLMAP only: sparse points and observations
-    observations: np.ndarray | None = None
-    observation_points: np.ndarray | None = None
-    scale: float = 1.0  # factor applied to the poses (COLMAP models are normalised to median depth 1)
 
 
 def _image(base: Path, stem: str) -> Path:
@@ -87,7 +81,8 @@ def read_re10k(cameras_file: Path, frames_root: Path) -> PosedSequence:
     w2c[:, :3, :] = values[:, 7:].reshape(-1, 3, 4)
     steps = np.diff(values[:, 0])
     fps = 1e6 / float(np.median(steps)) if len(steps) else 30.0
-    return PosedSequence(Path(cameras_file).stem, images, K, np.linalg.inv(w2c), fps, "re10k")
+    poses = ClipPoses(width, height, K, np.linalg.inv(w2c), np.arange(len(values)), "re10k")
+    return PosedSequence(Path(cameras_file).stem, images, poses, fps)
 
 
 def read_colmap(model_dir: Path, images_dir: Path, fps: float) -> PosedSequence:
@@ -103,7 +98,7 @@ def read_colmap(model_dir: Path, images_dir: Path, fps: float) -> PosedSequence:
             )
     names = sorted(img.name for img in rec.images.values())
     try:
-        poses: ClipPoses = normalise_scale(from_reconstruction(rec, "colmap", names))
+        poses = from_reconstruction(rec, "colmap", names).normalised()
     except PoseError as err:
         raise ImportFormatError(f"{model_dir}: {err}") from err
     by_name = {img.name: img for img in rec.images.values()}
@@ -112,18 +107,8 @@ def read_colmap(model_dir: Path, images_dir: Path, fps: float) -> PosedSequence:
         [np.asarray(rec.cameras[by_name[n].camera_id].calibration_matrix(), np.float64) for n in kept]
     )
     images = [_image(Path(images_dir), n) for n in kept]
-    return PosedSequence(
-        Path(model_dir).name,
-        images,
-        K,
-        poses.c2w,
-        fps,
-        "colmap",
-        poses.points,
-        poses.observations,
-        poses.observation_points,
-        poses.scale,
-    )
+    poses = replace(poses, K=K, frame_ids=np.arange(len(kept)))
+    return PosedSequence(Path(model_dir).name, images, poses, fps)
 
 
 def read_transforms(json_path: Path, fps: float) -> PosedSequence:
@@ -155,50 +140,29 @@ def read_transforms(json_path: Path, fps: float) -> PosedSequence:
         Ks.append([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
         c2w.append(frame["transform_matrix"])
     c2w_cv = opengl_to_opencv(torch.tensor(c2w, dtype=torch.float64)).numpy()
-    return PosedSequence(json_path.parent.name, images, np.array(Ks, np.float64), c2w_cv, fps, "transforms")
+    height, width = _load_rgb(images[0]).shape[:2]
+    poses = ClipPoses(width, height, np.array(Ks, np.float64), c2w_cv, np.arange(len(images)), "transforms")
+    return PosedSequence(json_path.parent.name, images, poses, fps)
 
 
 def sequence_samples(seq: PosedSequence, config: PrepConfig) -> Iterator[dict]:
     """Encoded clip samples of one posed sequence, at the working resolution."""
-    first = _load_rgb(seq.images[0])
-    height, width = first.shape[:2]
-    size = working_size(width, height, config.max_side)
+    size = working_size(seq.poses.width, seq.poses.height, config.max_side)
     frames = np.stack([cv2.resize(_load_rgb(p), size, interpolation=cv2.INTER_AREA) for p in seq.images])
-    K = resize_intrinsics(torch.from_numpy(seq.K), (width, height), size).numpy()
-    scale = np.array([size[0] / width, size[1] / height])
+    poses = seq.poses.resized(*size)
     for start, end in clip_windows([(0, len(frames))], config.clip_length, config.clip_stride):
-        points = np.zeros((0, 3))
-        observations = np.zeros((0, 4))
-        observation_points = np.zeros(0, np.int64)
-        if seq.observations is not None:
-            inside = (seq.observations[:, 0] >= start) & (seq.observations[:, 0] < end)
-            observations = seq.observations[inside].copy()
-            observations[:, 0] -= start
-            observations[:, 1:3] *= scale
-            used, observation_points = np.unique(seq.observation_points[inside], return_inverse=True)
-            points = seq.points[used]
+        clip = poses.window(start, end)
         flow = masks = None
         if config.priors.flow:
-            flow, masks = compute_priors(frames[start:end], K[start:end], seq.c2w[start:end], config.priors)
+            flow, masks = compute_priors(frames[start:end], clip.per_frame_K(), clip.c2w, config.priors)
         sample = ClipSample(
             key=clip_key(Path(seq.name), start),
             frames=frames[start:end],
-            cameras=Cameras(
-                size[0],
-                size[1],
-                seq.fps,
-                K[start:end],
-                seq.c2w[start:end],
-                np.arange(start, end),
-                seq.method,
-                seq.scale,
-            ),
-            points=points,
-            observations=observations,
-            observation_points=observation_points,
+            fps=seq.fps,
+            poses=clip,
             meta={
                 "source": str(seq.images[0].parent),
-                "imported_from": seq.method,
+                "imported_from": seq.poses.pose_method,
                 "images": [p.name for p in seq.images[start:end]],
             },
             flow=flow,

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from common.atomic import write_atomic
 from data_prep.build import MANIFEST
 from data_prep.schema import SCHEMA_VERSION, SchemaError
 
@@ -58,7 +59,5 @@ def merge(out: str | os.PathLike, parts: list[str | os.PathLike]) -> dict:
         for key, value in manifest["totals"].items():
             merged["totals"][key] = merged["totals"].get(key, 0) + value
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{MANIFEST}.partial"
-    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-    os.replace(tmp, out / MANIFEST)
+    write_atomic(out / MANIFEST, json.dumps(merged, indent=1, sort_keys=True))
     return merged

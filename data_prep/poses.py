@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pycolmap
 from scipy.optimize import minimize_scalar
+
+from data_prep.schema import ClipPoses
 
 METHODS = ("global", "incremental", "rotation")
 # Video cameras see 20-120 degrees across. A bundle adjustment whose focal length runs off
@@ -50,21 +52,6 @@ class PoseConfig:
     num_threads: int = 1  # pycolmap is deterministic only single-threaded; -1 uses all cores
     seed: int = 0
     verbose: bool = False  # COLMAP's own log; off by default (failures are reported as PoseError)
-
-
-@dataclass
-class ClipPoses:
-    """Poses of the frames ``frame_ids`` of a clip (indices into the frames given)."""
-
-    K: np.ndarray  # [3, 3] float64, shared by all frames
-    c2w: np.ndarray  # [T, 4, 4] float64, OpenCV axes
-    frame_ids: np.ndarray  # [T] int, contiguous
-    method: str
-    points: np.ndarray  # [P, 3] float64 sparse points (world)
-    observations: np.ndarray  # [M, 4] float64: frame index (0..T-1), u, v, z-depth
-    observation_points: np.ndarray  # [M] int index into points
-    scale: float
-    stats: dict = field(default_factory=dict)
 
 
 def _write_frames(frames: np.ndarray, folder: Path) -> list[str]:
@@ -169,10 +156,12 @@ def from_reconstruction(rec: pycolmap.Reconstruction, method: str, names: list[s
             observation_points.append(point_ids[p2.point3D_id])
     observations = np.array(observations, np.float64).reshape(-1, 4)
     return ClipPoses(
+        width=camera.width,
+        height=camera.height,
         K=K,
         c2w=c2w,
         frame_ids=kept,
-        method=method,
+        pose_method=method,
         points=np.array(points, np.float64).reshape(-1, 3),
         observations=observations,
         observation_points=np.array(observation_points, np.int64),
@@ -308,10 +297,12 @@ def _rotation_only(database: Path, num_frames: int, width: int, height: int) -> 
     c2w[:, :3, :3] = average_rotations(relative, len(frames)).transpose(0, 2, 1)
     transfer = [_transfer_errors(pairs[t, 1], K) for t in run]
     return ClipPoses(
+        width=width,
+        height=height,
         K=K,
         c2w=c2w,
         frame_ids=frames,
-        method="rotation",
+        pose_method="rotation",
         points=np.zeros((0, 3)),
         observations=np.zeros((0, 4)),
         observation_points=np.zeros(0, np.int64),
@@ -325,20 +316,6 @@ def _rotation_only(database: Path, num_frames: int, width: int, height: int) -> 
     )
 
 
-def normalise_scale(poses: ClipPoses) -> ClipPoses:
-    """Scale the reconstruction so that the median sparse depth is 1.0."""
-    if len(poses.observations) == 0:
-        return poses
-    factor = 1.0 / float(np.median(poses.observations[:, 3]))
-    c2w = poses.c2w.copy()
-    c2w[:, :3, 3] *= factor
-    observations = poses.observations.copy()
-    observations[:, 3] *= factor
-    poses.c2w, poses.points, poses.observations = c2w, poses.points * factor, observations
-    poses.scale = poses.scale * factor
-    return poses
-
-
 def _acceptable(poses: ClipPoses, config: PoseConfig, num_frames: int, width: int) -> str | None:
     """None when ``poses`` pass the checks, else the reason they do not."""
     stats = poses.stats
@@ -346,7 +323,7 @@ def _acceptable(poses: ClipPoses, config: PoseConfig, num_frames: int, width: in
         return f"{len(poses.frame_ids)}/{num_frames} frames registered in one run"
     if not stats["reprojection_error"] <= config.max_reprojection_error:
         return f"reprojection error {stats['reprojection_error']:.2f} px"
-    if poses.method != "rotation" and stats["min_observations_per_frame"] < config.min_observations:
+    if poses.pose_method != "rotation" and stats["min_observations_per_frame"] < config.min_observations:
         return f"a frame observes only {stats['min_observations_per_frame']} sparse points"
     hfov = float(np.degrees(2 * np.arctan(width / 2 / poses.K[0, 0])))
     if not PLAUSIBLE_HFOV_DEG[0] <= hfov <= PLAUSIBLE_HFOV_DEG[1]:
@@ -393,7 +370,7 @@ def estimate_poses(
                 continue
             problem = _acceptable(poses, config, num_frames, width)
             if problem is None:
-                return normalise_scale(poses)
+                return poses.normalised()
             reasons.append(f"{method}: {problem}")
         raise PoseError("; ".join(reasons))
     finally:

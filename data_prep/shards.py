@@ -12,6 +12,7 @@ from pathlib import Path
 
 import webdataset as wds
 
+from common.atomic import partial_path, replace
 from data_prep.schema import FRAME_FIELD
 
 
@@ -31,7 +32,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = f"{self.prefix}-{len(self.shards):06d}.tar"
-        self._tmp = self.out_dir / f".{name}.partial"
+        self._tmp = partial_path(self.out_dir / name)
         self._stream = open(self._tmp, "wb")  # closed in _close or abort
         self._tar = wds.TarWriter(self._stream, encoder=False, mtime=0.0)
         self.shards.append({"name": name, "samples": 0, "frames": 0, "bytes": 0})
@@ -43,7 +44,7 @@ class ShardWriter:
         self._stream.close()
         current = self.shards[-1]
         final = self.out_dir / current["name"]
-        os.replace(self._tmp, final)
+        replace(self._tmp, final)
         current["bytes"] = final.stat().st_size
         self._tar = self._stream = self._tmp = None
 

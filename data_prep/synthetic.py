@@ -14,7 +14,6 @@ frame z-depth and the mask of pixels that show the moving object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.atomic import atomic_path
+from data_prep.schema import ClipPoses, write_cameras
 from data_prep.video import write_video
 from model.cameras import axis_angle_to_matrix, intrinsics_from_fov, look_at, make_pose
 
@@ -200,7 +201,7 @@ def _shake(rng: np.random.Generator, num_frames: int, fps: float, amplitude: flo
     return amplitude * waves.sum(-1) / weights.sum(-1)[None]
 
 
-def smooth_path(config: SyntheticConfig) -> np.ndarray:
+def intended_path(config: SyntheticConfig) -> np.ndarray:
     """``[T, 4, 4]`` smooth camera-to-world path: a sideways dolly with a slow pan.
 
     Every translation scales with ``dolly``, so ``dolly=0`` gives a camera that only rotates.
@@ -216,7 +217,7 @@ def generate(config: SyntheticConfig, progress: bool | None = None) -> Synthetic
     """Render a clip; ``progress=None`` shows a bar only on a terminal."""
     rng = np.random.default_rng(config.seed)
     scene = _build_scene(rng, config.moving_object)
-    smooth = smooth_path(config)
+    smooth = intended_path(config)
     rot = np.deg2rad(_shake(rng, config.num_frames, config.fps, config.shake_rotation_deg))
     trans = _shake(rng, config.num_frames, config.fps, config.shake_translation)
     shake = make_pose(axis_angle_to_matrix(torch.from_numpy(rot)), torch.from_numpy(trans)).numpy()
@@ -291,24 +292,11 @@ def write_clip(
     out.mkdir(parents=True, exist_ok=True)
     write_video(out / "video.mp4", clip.frames, clip.fps)
     num_frames, height, width = clip.depth.shape
-    cameras = {
-        "width": width,
-        "height": height,
-        "fps": clip.fps,
-        "K": clip.K.tolist(),
-        "c2w": clip.c2w.tolist(),
-        "smooth_c2w": clip.smooth_c2w.tolist(),
-        "frame_ids": list(range(num_frames)),
-        "pose_method": "ground_truth",
-        "scale": 1.0,
-        "config": asdict(config) if config else None,
-    }
-    tmp = out / ".cameras.json.partial"
-    tmp.write_text(json.dumps(cameras, indent=1))
-    os.replace(tmp, out / "cameras.json")
-    tmp = out / ".depth.partial.npz"
-    np.savez_compressed(tmp, depth=clip.depth, dynamic_mask=np.packbits(clip.dynamic_mask, axis=-1))
-    os.replace(tmp, out / "depth.npz")
+    poses = ClipPoses(width, height, clip.K, clip.c2w, np.arange(num_frames), "ground_truth")
+    extra = {"smooth_c2w": clip.smooth_c2w.tolist(), "config": asdict(config) if config else None}
+    write_cameras(out / "cameras.json", poses, clip.fps, extra)
+    with atomic_path(out / "depth.npz") as tmp:
+        np.savez_compressed(tmp, depth=clip.depth, dynamic_mask=np.packbits(clip.dynamic_mask, axis=-1))
     return out
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.atomic import atomic_path
 from data_prep.schema import SCHEMA_VERSION, ClipSample, SchemaError, iterate_clips
 
 FRAMES_PER_SHEET_ROW = 4
@@ -21,16 +22,17 @@ FRAMES_PER_SHEET_ROW = 4
 
 def reprojection_errors(sample: ClipSample) -> np.ndarray:
     """Pixel distance between each observation and its point projected through the stored pose."""
-    if len(sample.observations) == 0:
+    poses = sample.poses
+    if len(poses.observations) == 0:
         return np.zeros(0)
-    frame = sample.observations[:, 0].astype(int)
-    K = sample.cameras.per_frame_K()[frame]
-    w2c = np.linalg.inv(sample.cameras.c2w)[frame]
-    points = sample.points[sample.observation_points].astype(np.float64)
+    frame = poses.observations[:, 0].astype(int)
+    K = poses.per_frame_K()[frame]
+    w2c = np.linalg.inv(poses.c2w)[frame]
+    points = poses.points[poses.observation_points].astype(np.float64)
     cam = np.einsum("nij,nj->ni", w2c[:, :3, :3], points) + w2c[:, :3, 3]
     uv = np.einsum("nij,nj->ni", K, cam)
     uv = uv[:, :2] / uv[:, 2:]
-    return np.linalg.norm(uv - sample.observations[:, 1:3], axis=-1)
+    return np.linalg.norm(uv - poses.observations[:, 1:3], axis=-1)
 
 
 def contact_sheet(sample: ClipSample) -> np.ndarray:
@@ -38,19 +40,20 @@ def contact_sheet(sample: ClipSample) -> np.ndarray:
     count = len(sample.frames)
     picks = np.unique(np.linspace(0, count - 1, min(FRAMES_PER_SHEET_ROW, count)).round().astype(int))
     tiles = []
-    frame_of = sample.observations[:, 0].astype(int) if len(sample.observations) else np.zeros(0, int)
+    poses = sample.poses
+    frame_of = poses.observations[:, 0].astype(int)
     for t in picks:
         tile = np.ascontiguousarray(sample.frames[t])
-        K = sample.cameras.per_frame_K()[t]
-        w2c = np.linalg.inv(sample.cameras.c2w[t])
+        K = poses.per_frame_K()[t]
+        w2c = np.linalg.inv(poses.c2w[t])
         here = frame_of == t
-        for obs, point_index in zip(sample.observations[here], sample.observation_points[here], strict=True):
-            cam = w2c[:3, :3] @ sample.points[point_index] + w2c[:3, 3]
+        for obs, point_index in zip(poses.observations[here], poses.observation_points[here], strict=True):
+            cam = w2c[:3, :3] @ poses.points[point_index] + w2c[:3, 3]
             u, v = (K @ cam)[:2] / cam[2]
             # pixel centres sit at half-integers; OpenCV draws at integer centres
             cv2.circle(tile, (int(round(u - 0.5)), int(round(v - 0.5))), 3, (0, 255, 0), 1, cv2.LINE_AA)  # noqa: RUF046
             cv2.circle(tile, (int(round(obs[1] - 0.5)), int(round(obs[2] - 0.5))), 1, (255, 0, 0), -1)  # noqa: RUF046
-        label = f"{sample.key} #{t} {sample.cameras.pose_method}"
+        label = f"{sample.key} #{t} {poses.pose_method}"
         cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
         tiles.append(tile)
     return np.concatenate(tiles, axis=1)
@@ -81,9 +84,8 @@ def verify(folder: str | os.PathLike, every: int = 8) -> dict:
         for sample in iterate_clips(str(path)):
             if clips % every == 0:
                 sheet_path = folder / f"contact-{clips:05d}.png"
-                tmp = sheet_path.with_name(f".{sheet_path.name}.partial.png")
-                cv2.imwrite(str(tmp), cv2.cvtColor(contact_sheet(sample), cv2.COLOR_RGB2BGR))
-                os.replace(tmp, sheet_path)
+                with atomic_path(sheet_path) as tmp:
+                    cv2.imwrite(str(tmp), cv2.cvtColor(contact_sheet(sample), cv2.COLOR_RGB2BGR))
                 sheets.append(str(sheet_path))
             errors.append(reprojection_errors(sample))
             samples += 1

@@ -11,6 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from common.atomic import atomic_path
+
 
 class VideoError(RuntimeError):
     """A video that cannot be read or written; the message names the file and the problem."""
@@ -75,9 +77,8 @@ def write_video(
     path = Path(path)
     if not path.parent.is_dir():
         raise VideoError(f"{path}: the folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
-        with av.open(str(tmp), mode="w") as container:
+        with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
             stream = None
             for frame in frames:
                 if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -97,9 +98,6 @@ def write_video(
             if stream is None:
                 raise VideoError(f"{path}: no frames to write")
             container.mux(stream.encode())
-        os.replace(tmp, path)
     except (OSError, av.FFmpegError) as err:
         raise VideoError(f"{path}: cannot be written ({err})") from err
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

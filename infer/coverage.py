@@ -35,7 +35,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 from torch import Tensor
 
-from data_prep.poses import ClipPoses
+from data_prep.schema import ClipPoses
 from infer.trajectory import acceleration_penalty, acceleration_weight
 from model.cameras import axis_angle_to_matrix, invert_pose, make_pose, matrix_to_axis_angle
 

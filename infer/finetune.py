@@ -23,7 +23,6 @@ Steps scale with the clip's length (``steps_per_frame``); the learning rate foll
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,11 +34,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from data_prep.poses import ClipPoses
+from common.schedule import warmup_cosine
 from data_prep.priors import occlusion
+from data_prep.schema import ClipPoses
 from infer.canvas import pad_amounts, pad_canvas
 from model.cameras import pixel_centers, project, relative_pose, unproject
-from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
+from model.losses import (
+    frame_points,
+    offset_regulariser,
+    photometric_loss,
+    scale_regulariser,
+    sparse_depth_loss,
+)
 from model.losses.photometric import photometric_error
 from model.network import GaussianPredictor, NetworkOutput
 from model.render import render
@@ -174,18 +180,20 @@ class ClipFinetuner:
         return sources, [t[:width] for t in targets]
 
     def _sparse_points(self, sources: list[int], rows: int, cols: int) -> tuple[Tensor, Tensor, Tensor]:
-        M = self.config.max_points
-        uv = torch.zeros(len(sources), M, 2, device=self.device)
-        depth = torch.zeros(len(sources), M, device=self.device)
-        valid = torch.zeros(len(sources), M, dtype=torch.bool, device=self.device)
-        for i, s in enumerate(sources):
-            mine = self.observations[self.observations[:, 0] == s]
-            # SfM keeps the odd point almost at a camera centre (depth 1e-6 where the median
-            # is 1); one such point dominates a log-depth variance
-            mine = mine[(mine[:, 3] > MIN_SPARSE_DEPTH) & (mine[:, 3] < MAX_SPARSE_DEPTH)][:M]
-            uv[i, : len(mine)] = mine[:, 1:3] + torch.tensor([cols, rows], device=self.device)
-            depth[i, : len(mine)], valid[i, : len(mine)] = mine[:, 3], True
-        return uv, depth, valid
+        """``uv [B, M, 2]`` in the padded canvas, ``depth [B, M]``, ``valid [B, M]``."""
+        # SfM keeps the odd point almost at a camera centre (depth 1e-6 where the median is
+        # 1); one such point dominates a log-depth variance
+        per_source = [
+            frame_points(
+                self.observations,
+                s,
+                max_points=self.config.max_points,
+                origin=(-cols, -rows),
+                depth_range=(MIN_SPARSE_DEPTH, MAX_SPARSE_DEPTH),
+            )
+            for s in sources
+        ]
+        return tuple(torch.stack(parts) for parts in zip(*per_source, strict=True))
 
     def losses(self, sources: list[int], targets: list[list[int]]) -> dict[str, Tensor]:
         cfg, H, W, K = self.config, self.height, self.width, self.K
@@ -274,8 +282,7 @@ class ClipFinetuner:
 
     def step(self, step: int) -> dict[str, float]:
         cfg = self.config
-        progress = step / max(1, self.total_steps - 1)
-        lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+        lr = warmup_cosine(step, steps=self.total_steps - 1, lr=cfg.lr, min_lr=cfg.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         terms = self.losses(*self._window())

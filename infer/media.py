@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from common.atomic import atomic_path
 from data_prep.video import VideoError, write_video
 
 
@@ -47,17 +48,17 @@ def write_output(
     ``side_by_side`` (the input frames), also ``OUT.side-by-side.mp4``: input left, output
     right. Returns the paths written."""
     video_only = output.with_name(f".{output.stem}.video{output.suffix}")
-    muxed = output.with_name(f".{output.stem}.muxed{output.suffix}")
     try:
-        write_video(video_only, frames, fps, crf=crf, tune=tune)
-        try:
-            has_audio = _mux_audio(video_only, source, muxed, len(frames) / fps)
-        except av.FFmpegError as err:
-            raise VideoError(f"{output}: cannot copy the input's audio ({err})") from err
-        os.replace(muxed if has_audio else video_only, output)
+        with atomic_path(output) as muxed:
+            write_video(video_only, frames, fps, crf=crf, tune=tune)
+            try:
+                has_audio = _mux_audio(video_only, source, muxed, len(frames) / fps)
+            except av.FFmpegError as err:
+                raise VideoError(f"{output}: cannot copy the input's audio ({err})") from err
+            if not has_audio:
+                os.replace(video_only, muxed)
     finally:
         video_only.unlink(missing_ok=True)
-        muxed.unlink(missing_ok=True)
     written = [output]
     if side_by_side is not None:
         pairs = (np.concatenate([a, b], axis=1) for a, b in zip(side_by_side, frames, strict=True))
@@ -89,8 +90,7 @@ def plot_paths(original: np.ndarray, smoothed: np.ndarray, path: Path) -> Path:
         axes[1, axis].set_xlabel("posed frame")
     axes[0, 0].legend()
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
     plt.close(figure)
-    os.replace(tmp, path)
     return path

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.ingest import ingest
-from data_prep.poses import ClipPoses, PoseConfig, estimate_poses
+from data_prep.poses import PoseConfig, estimate_poses
+from data_prep.schema import ClipPoses, read_posed_npz, write_posed_npz
 from model.release import sha256
 
 
@@ -36,40 +36,15 @@ def cache_key(*parts: object) -> str:
 
 
 def _save(path: Path, clip: PosedClip) -> None:
-    p = clip.poses
-    tmp = path.with_name(f".{path.name}.partial.npz")
-    np.savez_compressed(
-        tmp,
-        frames=clip.frames,
-        fps=clip.fps,
-        source_size=np.array(clip.source_size),
-        K=p.K,
-        c2w=p.c2w,
-        frame_ids=p.frame_ids,
-        method=p.method,
-        points=p.points,
-        observations=p.observations,
-        observation_points=p.observation_points,
-        scale=p.scale,
-        stats=json.dumps(p.stats),
+    write_posed_npz(
+        path, clip.poses, frames=clip.frames, fps=clip.fps, source_size=np.array(clip.source_size)
     )
-    os.replace(tmp, path)
 
 
 def _load(path: Path) -> PosedClip:
-    with np.load(path) as z:
-        poses = ClipPoses(
-            K=z["K"],
-            c2w=z["c2w"],
-            frame_ids=z["frame_ids"],
-            method=str(z["method"]),
-            points=z["points"],
-            observations=z["observations"],
-            observation_points=z["observation_points"],
-            scale=float(z["scale"]),
-            stats=json.loads(str(z["stats"])),
-        )
-        return PosedClip(z["frames"], float(z["fps"]), tuple(int(v) for v in z["source_size"]), poses)
+    poses, arrays = read_posed_npz(path)
+    source_size = tuple(int(v) for v in arrays["source_size"])
+    return PosedClip(arrays["frames"], float(arrays["fps"]), source_size, poses)
 
 
 def decode_and_pose(
@@ -82,7 +57,7 @@ def decode_and_pose(
     """The posed clip, its cache key (later stages build on it), and whether it came from the
     cache. Raises VideoError or PoseError."""
     config = config or PoseConfig()
-    key = cache_key("poses/1", sha256(video), resolution, max_frames, asdict(config))
+    key = cache_key("poses/2", sha256(video), resolution, max_frames, asdict(config))
     path = work_dir / "poses" / f"{key}.npz"
     if path.is_file():
         return _load(path), key, True

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.config import ConfigError
+from common.atomic import write_atomic
+from common.config import ConfigError
 from data_prep.poses import PoseConfig
 from data_prep.video import VideoError, read_video
 from infer.canvas import pad_amounts
@@ -27,7 +28,7 @@ from infer.finetune import FinetuneConfig, finetune
 from infer.media import plot_paths, write_output
 from infer.posing import PosedClip, cache_key, decode_and_pose
 from infer.rerender import RenderConfig, render_stabilized
-from infer.trajectory import GAVS_SIGMA, acceleration_weight, min_acceleration_path, smooth_path
+from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_path, min_acceleration_path
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import load_predictor, resolve, save_predictor, sha256
 
@@ -113,7 +114,7 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
         "sigma_frames": GAVS_SIGMA * config.strength,
     }
     if config.smoothing == "gaussian":
-        return smooth_path(c2w, config.strength).numpy(), summary
+        return gaussian_window_path(c2w, config.strength).numpy(), summary
     smoothed = min_acceleration_path(c2w, config.strength)
     summary["acceleration_weight"] = acceleration_weight(config.strength)
     if config.strength > 0:
@@ -138,7 +139,7 @@ def stabilize(
     progress: bool = True,
 ) -> dict:
     """Stabilize ``video`` into ``output``; write ``report.json`` and the path plot beside it."""
-    from infer.metrics import evaluate
+    from evaluation.metrics import evaluate
 
     output = Path(output)
     if not output.parent.is_dir():
@@ -228,7 +229,7 @@ def stabilize(
         "source_size": list(clip.source_size),
         "fps": clip.fps,
         "device": str(device),
-        "pose_method": clip.poses.method,
+        "pose_method": clip.poses.pose_method,
         "posed_frames": len(posed),
         "unposed_frames": [i for i in range(count) if i not in posed],
         "strength": config.strength,
@@ -250,7 +251,5 @@ def stabilize(
         "config": asdict(config),
     }
     report_path = output.with_suffix(".report.json")
-    tmp = report_path.with_name(f".{report_path.name}.partial")
-    tmp.write_text(json.dumps(report, indent=1, default=str))
-    os.replace(tmp, report_path)
+    write_atomic(report_path, json.dumps(report, indent=1, default=str))
     return report

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_prep.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 from data_prep.poses import PoseError
 from data_prep.video import VideoError
 from infer.stabilize import StabilizeConfig, stabilize

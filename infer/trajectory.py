@@ -1,6 +1,6 @@
 """Camera-path smoothing: GaVS's Gaussian window, and the minimum-acceleration path.
 
-**Gaussian window** (``smooth_path``).
+**Gaussian window** (``gaussian_window_path``).
 
 Each smoothed pose is the Gaussian-weighted mean of the poses around it: camera centres by a
 weighted mean, rotations by the weighted quaternion average of Markley et al. (2007), the
@@ -95,7 +95,7 @@ def average_quaternions(quats: Tensor, weights: Tensor) -> Tensor:
     return mean * torch.where(mean[..., :1] < 0, -1.0, 1.0)  # w >= 0, for a stable sign
 
 
-def smooth_path(c2w: Tensor, strength: float = 1.0, sigma: float = GAVS_SIGMA) -> Tensor:
+def gaussian_window_path(c2w: Tensor, strength: float = 1.0, sigma: float = GAVS_SIGMA) -> Tensor:
     """Smoothed camera-to-world poses ``[T, 4, 4]`` for ``c2w [T, 4, 4]``; strength 0 is the input."""
     if strength < 0:
         raise ValueError(f"strength must be >= 0, got {strength}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import load_file, save_file
 
+from common.atomic import atomic_path
 from model.network import GaussianPredictor, NetworkConfig
 
 FORMAT = "gavs-predictor/1"
@@ -72,11 +71,7 @@ def save_predictor(
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a release is meant to be shared
-    try:
+    with atomic_path(folder, folder=True) as tmp:
         dtype = torch.float16 if fp16 else torch.float32
         state = {
             k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
@@ -95,12 +90,6 @@ def save_predictor(
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
         write_sums(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

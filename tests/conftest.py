@@ -18,8 +18,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def pretrain_shards(tmp_path_factory):
     """Four posed synthetic clips, one per shard, built by gavs-prep's real pipeline (~10 s)."""
+    from common.config import load_config
     from data_prep.build import PrepConfig, build
-    from data_prep.config import load_config
     from data_prep.synthetic import SyntheticConfig, generate
     from data_prep.video import write_video
 

@@ -7,7 +7,7 @@ import torch
 from scipy import sparse
 
 from data_prep.synthetic import SyntheticConfig, _shake
-from data_prep.synthetic import smooth_path as true_path
+from data_prep.synthetic import intended_path as true_path
 from infer.coverage import _box_quadratic, _smooth_correction, bounded_path, deviations, overshoot
 from infer.trajectory import (
     acceleration_penalty,

@@ -17,11 +17,11 @@ import torch
 
 import infer.rerender
 from data_prep.ingest import ingest
-from data_prep.poses import ClipPoses
+from data_prep.schema import ClipPoses
 from data_prep.synthetic import SyntheticConfig, generate, render_views_and_geometry
 from data_prep.video import write_video
+from evaluation.metrics import evaluate
 from infer.finetune import FinetuneConfig
-from infer.metrics import evaluate
 from infer.posing import PosedClip
 from infer.rerender import Rendered, render_stabilized
 from infer.stabilize import StabilizeConfig, finetuned_network, plan_path
@@ -59,15 +59,18 @@ def true_posed_clip(clip, video) -> tuple[PosedClip, float]:
     observations[:, 3] *= scale
     K = clip.K.copy()
     K[:2] *= to_working
+    height, width = decoded.frames.shape[1:3]
     poses = ClipPoses(
+        width,
+        height,
         K,
         c2w,
         np.arange(MOVING.num_frames),
         "truth",
-        points * scale,
-        observations,
-        np.arange(len(points)),
         scale,
+        points=points * scale,
+        observations=observations,
+        observation_points=np.arange(len(points)),
     )
     return PosedClip(decoded.frames, decoded.fps, decoded.source_size, poses), scale
 

@@ -49,12 +49,10 @@ def test_re10k(clip, tmp_path):
     manifest, clips = imported(out)
     assert manifest["pose_methods"] == {"re10k": 1} and len(clips) == 1
     sample = clips[0]
-    assert np.allclose(sample.cameras.c2w, clip.c2w, atol=1e-9)
+    assert np.allclose(sample.poses.c2w, clip.c2w, atol=1e-9)
     assert sample.frames.shape == (12, 54, 96, 3)
-    assert np.allclose(
-        sample.cameras.per_frame_K()[0], K * np.array([[0.5], [0.5], [1.0]])
-    )  # resized by half
-    assert sample.cameras.fps == pytest.approx(30.0, rel=1e-3)
+    assert np.allclose(sample.poses.per_frame_K()[0], K * np.array([[0.5], [0.5], [1.0]]))  # resized by half
+    assert sample.fps == pytest.approx(30.0, rel=1e-3)
 
 
 def test_transforms_json_converts_opengl_axes(clip, tmp_path):
@@ -89,7 +87,7 @@ def test_transforms_json_converts_opengl_axes(clip, tmp_path):
         == 0
     )
     _, clips = imported(out)
-    assert np.allclose(clips[0].cameras.c2w, clip.c2w, atol=1e-12)
+    assert np.allclose(clips[0].poses.c2w, clip.c2w, atol=1e-12)
     assert clips[0].flow is None
 
 
@@ -97,7 +95,7 @@ def test_colmap_model(clip, tmp_path):
     work = tmp_path / "sfm"
     work.mkdir()
     poses = estimate_poses(clip.frames, workdir=work)
-    assert poses.method == "global"
+    assert poses.pose_method == "global"
     out = tmp_path / "out"
     model = next((work / "global").iterdir())
     assert (
@@ -120,11 +118,11 @@ def test_colmap_model(clip, tmp_path):
     _, clips = imported(out)
     sample = clips[0]
     # the same model, the same normalisation: the poses the pose stage itself returned
-    assert np.allclose(sample.cameras.c2w, poses.c2w, atol=1e-6)
-    assert sample.cameras.scale == pytest.approx(poses.scale)
-    assert len(sample.observations) == len(poses.observations)
+    assert np.allclose(sample.poses.c2w, poses.c2w, atol=1e-6)
+    assert sample.poses.scale == pytest.approx(poses.scale)
+    assert len(sample.poses.observations) == len(poses.observations)
     # observations were rescaled with the frames (192 -> 96 px wide)
-    assert np.allclose(sample.observations[:, 1:3], poses.observations[:, 1:3] * 0.5, atol=1e-3)
+    assert np.allclose(sample.poses.observations[:, 1:3], poses.observations[:, 1:3] * 0.5, atol=1e-3)
 
 
 def test_bad_import_input_is_a_clear_error(tmp_path, capsys):

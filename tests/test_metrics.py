@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from data_prep.schema import ClipPoses, write_cameras
 from data_prep.synthetic import SyntheticConfig, generate, procedural_texture
 from data_prep.video import write_video
-from infer import metrics as M
-from infer.eval_cli import main as eval_main
-from infer.matching import sift_features
+from evaluation import metrics as M
+from evaluation.cli import main as eval_main
+from evaluation.matching import sift_features
 from model.cameras import axis_angle_to_matrix
 
 WIDTH, HEIGHT = 320, 180
@@ -50,7 +51,8 @@ def test_constant_zoom_gives_inverse_crop_ratio(panning):
     assert report["output"]["C"] == pytest.approx(0.8, abs=0.01)
     assert report["output"]["D"] == pytest.approx(1.0, abs=0.01)
     assert report["output"]["sharpness"] < 0.9  # a 1.25x upsample is softer than its source
-    assert report["input"]["C"] == 1.0 and report["input"]["sharpness"] == 1.0
+    # the input's C, D, valid ratio and sharpness are 1 by definition: not reported as measured
+    assert all(report["input"][key] is None for key in M.BY_DEFINITION_FOR_INPUT)
     assert report["output"]["unmatched_share"] == 0
 
 
@@ -159,7 +161,8 @@ def test_true_poses_satisfy_the_epipolar_geometry(synthetic):
 def test_cli_writes_json_and_rejects_bad_poses(synthetic, tmp_path, capsys):
     video = write_video(tmp_path / "in.mp4", synthetic.frames, fps=30)
     poses = tmp_path / "cameras.json"
-    poses.write_text(json.dumps({"K": synthetic.K.tolist(), "c2w": synthetic.c2w.tolist()}))
+    truth = ClipPoses(192, 108, synthetic.K, synthetic.c2w, np.arange(8), "ground_truth")
+    write_cameras(poses, truth, 30.0)
     report_path = tmp_path / "report.json"
     assert (
         eval_main([str(video), str(video), "--poses", str(poses), "--out", str(report_path), "--quiet"]) == 0
@@ -168,9 +171,9 @@ def test_cli_writes_json_and_rejects_bad_poses(synthetic, tmp_path, capsys):
     assert report["output"]["C"] == pytest.approx(1.0, abs=1e-3) and report["output"]["sampson_px"] < 1.0
     assert "| cropping ratio C" in capsys.readouterr().out
 
-    poses.write_text(json.dumps({"K": synthetic.K.tolist()}))
+    poses.write_text(json.dumps({k: v for k, v in json.loads(poses.read_text()).items() if k != "c2w"}))
     assert eval_main([str(video), str(video), "--poses", str(poses), "--quiet"]) == 2
-    assert "not a cameras.json with 'K' and 'c2w'" in capsys.readouterr().err
+    assert "cameras.json: cameras.json lacks 'c2w'" in capsys.readouterr().err
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\0" * 1000)
     assert eval_main([str(junk), str(video), "--quiet"]) == 2
@@ -180,7 +183,7 @@ def test_cli_writes_json_and_rejects_bad_poses(synthetic, tmp_path, capsys):
 def test_high_pass_leaves_nothing_of_a_constant_velocity_path():
     t = np.arange(40.0)
     ramp = np.stack([3 * t + 1, -0.5 * t], -1)
-    assert np.allclose(M.smooth_path(ramp, 15.0), ramp)
+    assert np.allclose(M.reflected_low_pass(ramp, 15.0), ramp)
     assert M.high_pass_rms(ramp, 15.0) < 1e-9
     wiggle = ramp + np.stack([np.sin(t * 2.0), np.zeros_like(t)], -1)
     assert M.high_pass_rms(wiggle, 15.0) > 0.5

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from data_prep.poses import estimate_poses
-from data_prep.schema import Cameras, ClipSample
+from data_prep.schema import ClipSample
 from data_prep.synthetic import SyntheticConfig, generate
 from model.network import GaussianPredictor, NetworkConfig
 from train.data import DataConfig, clip_items
@@ -16,10 +16,7 @@ from train.objective import LossConfig, perceptual_loss, training_losses
 def test_a_few_steps_on_one_batch_lower_the_loss(tmp_path):
     clip = generate(SyntheticConfig(width=128, height=72, num_frames=12, seed=6), progress=False)
     poses = estimate_poses(clip.frames)  # the real SfM path, as in shards
-    cameras = Cameras(128, 72, 30.0, poses.K, poses.c2w, poses.frame_ids, poses.method, poses.scale)
-    sample = ClipSample(
-        "c", clip.frames[poses.frame_ids], cameras, poses.points, poses.observations, poses.observation_points
-    )
+    sample = ClipSample("c", clip.frames[poses.frame_ids], 30.0, poses)
     config = DataConfig(size=(32, 56), num_targets=2, window=3, items_per_clip=2, border_probability=1.0)
     items = list(clip_items(sample, config, random.Random(0)))
     batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}

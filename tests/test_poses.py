@@ -36,7 +36,7 @@ def dolly_poses(dolly):
 
 def test_sfm_recovers_the_true_path(dolly, dolly_poses):
     poses = dolly_poses
-    assert poses.method == "global" and len(poses.frame_ids) == 40
+    assert poses.pose_method == "global" and len(poses.frame_ids) == 40
     rot, pos = pose_errors(poses.c2w, dolly.c2w[poses.frame_ids])
     assert rot.max() < 1.0 and pos.max() < 0.02, (rot.max(), pos.max())
     assert poses.K[0, 0] == pytest.approx(dolly.K[0, 0], rel=0.03)
@@ -66,7 +66,7 @@ def test_pure_rotation_falls_back_to_rotation_only_poses():
         progress=False,
     )
     poses = estimate_poses(clip.frames)
-    assert poses.method == "rotation" and len(poses.frame_ids) == 24
+    assert poses.pose_method == "rotation" and len(poses.frame_ids) == 24
     rot, _ = pose_errors(poses.c2w, clip.c2w)
     assert rot.max() < 1.0, rot.max()
     assert poses.K[0, 0] == pytest.approx(clip.K[0, 0], rel=0.03)
@@ -125,22 +125,13 @@ def test_real_handheld_clip_gets_poses():
 def test_a_runaway_focal_length_is_not_acceptable():
     """A degenerate bundle adjustment (focal 7220 px on a 128 px frame, a 1-degree view) was
     once accepted on its low reprojection error; the field-of-view check refuses it."""
-    from data_prep.poses import ClipPoses, PoseConfig, _acceptable
+    from data_prep.poses import PoseConfig, _acceptable
+    from data_prep.schema import ClipPoses
 
     def poses(focal):
         K = np.array([[focal, 0, 64], [0, focal, 36], [0, 0, 1.0]])
         stats = {"registered_fraction": 1.0, "reprojection_error": 0.4, "min_observations_per_frame": 56}
-        return ClipPoses(
-            K,
-            np.tile(np.eye(4), (30, 1, 1)),
-            np.arange(30),
-            "global",
-            np.zeros((0, 3)),
-            np.zeros((0, 4)),
-            np.zeros(0, int),
-            1.0,
-            stats,
-        )
+        return ClipPoses(128, 72, K, np.tile(np.eye(4), (30, 1, 1)), np.arange(30), "global", stats=stats)
 
     assert "implausible field of view" in _acceptable(poses(7220.0), PoseConfig(), 30, 128)
     assert _acceptable(poses(110.0), PoseConfig(), 30, 128) is None

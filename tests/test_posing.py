@@ -15,10 +15,10 @@ def test_poses_are_cached_by_content_and_settings(tmp_path):
     write_video(video, clip.frames, fps=30)
     first, key, cached = decode_and_pose(video, tmp_path / "work", resolution=128)
     assert not cached and first.frames.shape == (12, 72, 128, 3) and first.fps == 30
-    assert len(first.poses.frame_ids) == 12 and first.poses.method in ("global", "incremental")
+    assert len(first.poses.frame_ids) == 12 and first.poses.pose_method in ("global", "incremental")
     again, key_again, cached = decode_and_pose(video, tmp_path / "work", resolution=128)
     assert cached and key_again == key and np.array_equal(again.poses.c2w, first.poses.c2w)
-    assert np.array_equal(again.frames, first.frames) and again.poses.method == first.poses.method
+    assert np.array_equal(again.frames, first.frames) and again.poses.pose_method == first.poses.pose_method
     _, other, cached = decode_and_pose(video, tmp_path / "work", resolution=96)  # another setting: recomputed
     assert not cached and other != key
 

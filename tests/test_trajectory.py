@@ -11,8 +11,8 @@ from infer.trajectory import (
     HALF_AMPLITUDE,
     acceleration_weight,
     average_quaternions,
+    gaussian_window_path,
     min_acceleration_path,
-    smooth_path,
     window_for,
 )
 from model.cameras import axis_angle_to_matrix, make_pose, matrix_to_quat, rotation_angle
@@ -49,7 +49,7 @@ def test_gavs_setting_is_a_31_frame_window():
 
 def test_steady_motion_is_kept_up_to_the_ends():
     path = steady_path()
-    smooth = smooth_path(path)
+    smooth = gaussian_window_path(path)
     assert torch.allclose(smooth[:, :3, 3], path[:, :3, 3], atol=1e-9)
     assert departure(smooth, path)[1].max() < 1e-6
 
@@ -57,23 +57,23 @@ def test_steady_motion_is_kept_up_to_the_ends():
 def test_shake_is_removed_in_position_and_rotation():
     path = steady_path()
     shaky = shaken(path, amplitude=0.01, angle=0.01)
-    position, angle = (d / 0.01 for d in departure(smooth_path(shaky), path))
+    position, angle = (d / 0.01 for d in departure(gaussian_window_path(shaky), path))
     interior = slice(15, -15)  # a half window from the ends: the full Gaussian applies
     assert position[interior].max() < 1e-3 and angle[interior].max() < 1e-3
     # at the ends, the line-fit reflection leaves a fifth of the shake (measured: 0.21 at
     # worst; reflecting about the raw end pose would keep all of it)
     assert position.max() < 0.25 and angle.max() < 0.25
     # a weak smoother (sigma 0.5 frames) leaves most of the shake
-    weak = smooth_path(shaken(path), strength=0.125)
+    weak = gaussian_window_path(shaken(path), strength=0.125)
     assert (weak[:, :3, 3] - path[:, :3, 3]).norm(dim=-1)[interior].max() > 0.003
 
 
 def test_strength_zero_is_the_input_and_negative_is_an_error():
     path = shaken(steady_path(20))
-    assert torch.equal(smooth_path(path, strength=0), path)
+    assert torch.equal(gaussian_window_path(path, strength=0), path)
     with pytest.raises(ValueError, match="strength"):
-        smooth_path(path, strength=-1)
-    assert smooth_path(path[:3]).shape == (3, 4, 4)  # shorter than the window
+        gaussian_window_path(path, strength=-1)
+    assert gaussian_window_path(path[:3]).shape == (3, 4, 4)  # shorter than the window
 
 
 def test_quaternion_average_ignores_signs_and_finds_the_middle():
@@ -109,10 +109,10 @@ def kept(smoother, period: float, strength: float, count: int = 600) -> tuple[fl
 def test_min_acceleration_halves_the_sway_the_gaussian_halves(strength):
     sigma = GAVS_SIGMA * strength
     half = 2 * math.pi * sigma / HALF_AMPLITUDE  # the period a Gaussian of sigma halves
-    for smoother in (smooth_path, min_acceleration_path):
+    for smoother in (gaussian_window_path, min_acceleration_path):
         assert kept(smoother, half, strength) == pytest.approx((0.5, 0.5), abs=0.03)
     # slower sway (10 sigma): the Gaussian takes a fifth of it away, this path a thirteenth
-    gaussian = kept(smooth_path, 10 * sigma, strength)
+    gaussian = kept(gaussian_window_path, 10 * sigma, strength)
     followed = kept(min_acceleration_path, 10 * sigma, strength)
     assert max(gaussian) < 0.85 and min(followed) > 0.9
     # shake (period 4): the response 1 / (1 + lam (2 - 2 cos omega)^2) at omega = pi / 2

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from accelerate import Accelerator
 
+from common.atomic import partial_path, remove, replace
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import architecture, describe, save_predictor
 
@@ -45,9 +46,9 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     final = run_dir / "checkpoints" / f"step_{step:08d}"
-    tmp = final.with_name(f".{final.name}.partial")
+    tmp = partial_path(final)
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
@@ -58,9 +59,7 @@ def save_checkpoint(
         save_predictor(ema_net, tmp / "ema", extra={"step": step})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        replace(tmp, final)
         for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()

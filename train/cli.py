@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_prep.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 from data_prep.schema import SchemaError
 from model.release import ReleaseError
 from train.checkpoint import CheckpointError

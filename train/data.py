@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from data_prep.build import MANIFEST
 from data_prep.schema import SCHEMA_VERSION, ClipSample, SchemaError, decode, iterate_clips, to_tensors
 from model.cameras import crop_intrinsics, relative_pose, resize_intrinsics
+from model.losses import frame_points
 
 
 @dataclass
@@ -108,17 +109,14 @@ def clip_items(
             source_image = F.pad(images[0][(slice(None), *kept)][None], pad, mode="replicate")[0]
 
         # sparse observations of the source frame, moved into the crop's pixels
-        uv = torch.zeros(config.max_points, 2)
-        depth = torch.zeros(config.max_points)
-        point_valid = torch.zeros(config.max_points, dtype=torch.bool)
-        if len(observations):
-            mine = observations[observations[:, 0] == source]
-            scale = torch.tensor([config.size[1] / crop_w, config.size[0] / crop_h])
-            moved = (mine[:, 1:3] - torch.tensor([box[0], box[1]])) * scale
-            limit = torch.tensor([config.size[1], config.size[0]])
-            inside = ((moved >= 0) & (moved < limit)).all(-1)
-            moved, z = moved[inside][: config.max_points], mine[inside, 3][: config.max_points]
-            uv[: len(moved)], depth[: len(moved)], point_valid[: len(moved)] = moved, z, True
+        uv, depth, point_valid = frame_points(
+            observations,
+            source,
+            max_points=config.max_points,
+            origin=(box[0], box[1]),
+            scale=(config.size[1] / crop_w, config.size[0] / crop_h),
+            size=(config.size[1], config.size[0]),
+        )
         yield {
             "source": source_image,  # the network's input: the border band edge-replicated
             "source_full": images[0],  # the supervision: the whole source frame

@@ -15,7 +15,6 @@ write a checkpoint; the next launch with the same ``run_dir`` resumes from it ex
 from __future__ import annotations
 
 import json
-import math
 import resource
 import signal
 import time
@@ -30,22 +29,16 @@ from timm.utils import ModelEmaV3
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from data_prep.config import config_yaml
+from common.config import config_yaml
+from common.schedule import warmup_cosine
 from model.network import GaussianPredictor
 from model.release import load_predictor
 from train.checkpoint import checkpoints, load_checkpoint, save_checkpoint
-from train.config import OptimConfig, TrainConfig
+from train.config import TrainConfig
 from train.data import BatchStream, check_shards, manifest_summary
 from train.objective import perceptual_loss, training_losses
 from train.trackers import RunLog
 from train.validate import validate, validation_batches
-
-
-def learning_rate(step: int, optim: OptimConfig, max_steps: int) -> float:
-    if step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
-    progress = (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps)
-    return optim.min_lr + 0.5 * (optim.lr - optim.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def mixed_precision(setting: str) -> str:
@@ -188,7 +181,9 @@ def train(config: TrainConfig) -> dict:
     )
     window_start, window_steps = time.perf_counter(), 0
     while step < config.max_steps:
-        lr = learning_rate(step, optim, config.max_steps)
+        lr = warmup_cosine(
+            step, steps=config.max_steps, lr=optim.lr, min_lr=optim.min_lr, warmup=optim.warmup_steps
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         terms_sum: dict[str, torch.Tensor] = {}  # stays on the device: no sync per micro-batch

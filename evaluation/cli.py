@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import write_atomic
+from data_prep.schema import SchemaError, read_cameras
 from data_prep.video import VideoError, read_video
-from infer.metrics import evaluate
+from evaluation.metrics import evaluate
 
 ROWS = [
     ("C", "cropping ratio C (1 = no crop)"),
@@ -27,27 +29,12 @@ ROWS = [
 ]
 
 
-class PosesError(ValueError):
-    pass
-
-
 def load_poses(path: Path, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(K, c2w)`` from a cameras.json: ``K`` 3x3 (shared) or per frame, ``c2w`` per frame."""
-    try:
-        data = json.loads(path.read_text())
-        K = np.asarray(data["K"], np.float64)
-        c2w = np.asarray(data["c2w"], np.float64)
-    except FileNotFoundError:
-        raise PosesError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise PosesError(f"{path}: not a cameras.json with 'K' and 'c2w' ({err})") from err
-    if K.shape not in ((3, 3), (len(c2w), 3, 3)) or c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
-        raise PosesError(
-            f"{path}: K must be 3x3 or [T, 3, 3] and c2w [T, 4, 4]; got {K.shape} and {c2w.shape}"
-        )
-    if len(c2w) < num_frames:
-        raise PosesError(f"{path}: {len(c2w)} poses for {num_frames} frames")
-    return K, c2w
+    """``(K, c2w)`` of the output frames from a ``cameras.json`` (schema v1's form)."""
+    poses, _, _ = read_cameras(path)
+    if len(poses.c2w) < num_frames:
+        raise SchemaError(f"{path}: {len(poses.c2w)} poses for {num_frames} frames")
+    return poses.K, poses.c2w
 
 
 def format_table(report: dict) -> str:
@@ -85,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             raise VideoError(
                 f"{args.input if len(inputs.frames) < 2 else args.output}: needs at least 2 frames"
             )
-    except (VideoError, PosesError) as err:
+    except (VideoError, SchemaError) as err:
         print(f"gavs-eval: error: {err}", file=sys.stderr)
         return 2
     report = evaluate(
@@ -94,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     report["input_path"], report["output_path"] = str(args.input), str(args.output)
     text = json.dumps(report, indent=2)
     if args.out:
-        tmp = args.out.with_name(f".{args.out.name}.partial")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        write_atomic(args.out, text)
     print(text if args.json else format_table(report))
     return 0
 

@@ -36,7 +36,15 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from tqdm import tqdm
 
-from infer.matching import Features, fit_homography, fit_similarity, homography, match, sift_features, to_gray
+from evaluation.matching import (
+    Features,
+    fit_homography,
+    fit_similarity,
+    homography,
+    match,
+    sift_features,
+    to_gray,
+)
 from model.cameras import epipolar_residual, relative_pose
 
 REFERENCE_WIDTH = 640  # jitter is reported in pixels of a frame scaled to this width
@@ -114,7 +122,7 @@ def centre_path(steps: list[np.ndarray | None], width: int, height: int) -> np.n
     return moved[:, :2] / moved[:, 2:] - centre[:2]
 
 
-def smooth_path(path: np.ndarray, sigma_frames: float) -> np.ndarray:
+def reflected_low_pass(path: np.ndarray, sigma_frames: float) -> np.ndarray:
     """Gaussian-smoothed ``path [T, D]``, with point-reflected ends so steady pans stay exact.
 
     Padding by point reflection (``2 p[0] - p[k]``) continues a linear trend through the ends,
@@ -134,7 +142,7 @@ def smooth_path(path: np.ndarray, sigma_frames: float) -> np.ndarray:
 
 def high_pass_rms(path: np.ndarray, sigma_frames: float) -> float:
     """RMS length of ``path [T, D]`` minus its smoothed version."""
-    residual = path - smooth_path(path, sigma_frames)
+    residual = path - reflected_low_pass(path, sigma_frames)
     return float(np.sqrt((residual**2).sum(-1).mean()))
 
 
@@ -295,6 +303,10 @@ def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
 
 
+# The input scored against itself has these at 1 by definition; the report leaves them None.
+BY_DEFINITION_FOR_INPUT = ("C", "D", "valid_ratio", "valid_ratio_min", "sharpness")
+
+
 def evaluate(
     inputs: np.ndarray,
     outputs: np.ndarray,
@@ -324,38 +336,40 @@ def evaluate(
     masks_in = np.ones(inputs.shape[:3], bool)  # the input is the reference: valid by definition
     masks_out = np.stack([valid_mask(o, i, H) for o, i, H in zip(outputs, inputs, to_output, strict=True)])
 
-    def scores(frames, motion, masks, crop, sharpness, pairs_failed, pairs_total):
+    def scores(frames, motion, masks, pairs_failed, pairs_total):
         return {
-            **crop,
             **stability(motion.steps),
-            "valid_ratio": float(masks.mean()),
-            "valid_ratio_min": float(masks.mean(axis=(1, 2)).min()),
             "jitter_px": residual_jitter(motion.similarity_steps, width, height, fps),
             "flicker": temporal_flicker(frames, masks, progress),
-            "sharpness": sharpness,
             "unmatched_share": pairs_failed / max(pairs_total, 1),
         }
 
-    # The input scored against itself: its homography to itself is the identity, so C = D =
-    # sharpness = valid ratio = 1 by definition; its path metrics are computed like the output's.
+    # The input scored against itself: its homography to itself is the identity, so C, D,
+    # sharpness and the valid ratio are 1 by definition. They are None (not measured), and
+    # its path metrics are computed like the output's.
     report = {
         "frames": n,
         **counts,
         "size": [width, height],
         "output_resized": bool(resized),
         "fps": fps,
-        "input": scores(
-            inputs, motion_in, masks_in, {"C": 1.0, "D": 1.0}, 1.0, motion_in.unmatched_steps, n - 1
-        ),
-        "output": scores(
-            outputs,
-            motion_out,
-            masks_out,
-            crop_and_distortion(to_output),
-            sharpness_ratio(inputs, outputs, to_output, masks_out),
-            motion_out.unmatched_steps + sum(h is None for h in to_output),
-            2 * n - 1,
-        ),
+        "input": {
+            **dict.fromkeys(BY_DEFINITION_FOR_INPUT),
+            **scores(inputs, motion_in, masks_in, motion_in.unmatched_steps, n - 1),
+        },
+        "output": {
+            **crop_and_distortion(to_output),
+            "valid_ratio": float(masks_out.mean()),
+            "valid_ratio_min": float(masks_out.mean(axis=(1, 2)).min()),
+            "sharpness": sharpness_ratio(inputs, outputs, to_output, masks_out),
+            **scores(
+                outputs,
+                motion_out,
+                masks_out,
+                motion_out.unmatched_steps + sum(h is None for h in to_output),
+                2 * n - 1,
+            ),
+        },
     }
     if poses is not None:
         K, c2w = poses
