@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from common.atomic import write_atomic
-from common.config import ConfigError, config_yaml, load_config
+from common.config import ConfigError, config_yaml, load_config, resolve_preset
 from data_prep.build import BuildError, PrepConfig, build
 from data_prep.importers import ImportFormatError, import_sequences, read_colmap, read_re10k, read_transforms
 from data_prep.merge import merge
@@ -16,7 +16,7 @@ from data_prep.schema import SchemaError
 from data_prep.verify import verify
 from data_prep.video import VideoError
 
-DEFAULT_PRESET = Path(__file__).resolve().parents[1] / "configs" / "prep" / "default.yaml"
+DEFAULT_PRESET = "default"  # configs/prep/default.yaml, shipped with the package
 
 
 def parse_slice(text: str) -> tuple[int, int]:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     b.add_argument("--input", required=True, help="a folder, a glob pattern, or a .txt list of videos")
     b.add_argument("--out", required=True, type=Path, help="output folder for shards and manifest.json")
-    b.add_argument("--config", type=Path, help=f"YAML preset (default: {DEFAULT_PRESET.name} when present)")
+    b.add_argument("--config", help=f"a preset name or a YAML file (default: {DEFAULT_PRESET})")
     b.add_argument("--workers", type=int, help="processes (default: the config's workers)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument("--slice", help="K/N: build only every N-th input video starting at the K-th (array jobs)")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     transforms.add_argument("--json", required=True, type=Path, help="the transforms.json")
     for sub in (re10k, colmap, transforms):
         sub.add_argument("--out", required=True, type=Path, help="output folder for shards and manifest.json")
-        sub.add_argument("--config", type=Path, help="YAML preset")
+        sub.add_argument("--config", help=f"a preset name or a YAML file (default: {DEFAULT_PRESET})")
         sub.add_argument("overrides", nargs="*", help="config overrides, e.g. clip_length=32 fps=30")
 
     m = commands.add_parser("merge", help="one manifest over the part folders of an array build")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "build":
-            preset = args.config or (DEFAULT_PRESET if DEFAULT_PRESET.is_file() else None)
+            preset = resolve_preset("prep", args.config or DEFAULT_PRESET)
             overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
             config = load_config(PrepConfig, preset, overrides)
             args.out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             _finish(args.out, config, manifest)
         elif args.command == "import":
-            preset = args.config or (DEFAULT_PRESET if DEFAULT_PRESET.is_file() else None)
+            preset = resolve_preset("prep", args.config or DEFAULT_PRESET)
             config = load_config(PrepConfig, preset, list(args.overrides))
             fps = config.fps or 30.0
             if args.format == "re10k":

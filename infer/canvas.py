@@ -10,10 +10,19 @@ starts from stretched edges rather than black, and its colour residuals refine t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor
 
 from model.cameras import pad_intrinsics
+
+
+@dataclass
+class CanvasConfig:
+    pad: float = 0.12
+    """Share of the frame's height and width added on each side; finetuning, the coverage
+    bound of the smoothed path and rendering all use this canvas."""
 
 
 def pad_amounts(height: int, width: int, fraction: float) -> tuple[int, int]:

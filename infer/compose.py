@@ -93,6 +93,7 @@ def resample(frames: np.ndarray, uv: Tensor) -> Tensor:
 
 @torch.no_grad()
 def compose(
+    *,
     color: Tensor,
     alpha: Tensor,
     depth: Tensor,

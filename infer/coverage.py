@@ -63,6 +63,7 @@ def _border_pixels(width: int, height: int) -> Tensor:
 
 
 def overshoot(
+    *,
     c2w: Tensor,
     virtual: Tensor,
     K: Tensor,
@@ -95,7 +96,7 @@ def overshoot(
 
 
 def initial_bounds(
-    K: Tensor, size: tuple[int, int], margin: tuple[float, float], near_depth: float
+    *, K: Tensor, size: tuple[int, int], margin: tuple[float, float], near_depth: float
 ) -> Tensor:
     """``[6]`` per-axis deviation bounds; each axis alone would use the whole margin."""
     width, height = size
@@ -152,6 +153,7 @@ def _smooth_correction(delta: np.ndarray, bound: np.ndarray, H: sparse.csr_matri
 
 
 def bounded_path(
+    *,
     c2w: Tensor,
     smoothed: Tensor,
     K: Tensor,
@@ -165,8 +167,11 @@ def bounded_path(
     before and after (pixels)."""
     c2w, smoothed, K = c2w.double(), smoothed.double(), K.double()
     delta = deviations(c2w, smoothed).numpy()
-    bounds = np.tile(initial_bounds(K, size, margin, near_depth).numpy(), (len(c2w), 1))
-    before = overshoot(c2w, smoothed, K, size, margin, near_depth)
+    bounds = np.tile(
+        initial_bounds(K=K, size=size, margin=margin, near_depth=near_depth).numpy(), (len(c2w), 1)
+    )
+    canvas = {"K": K, "size": size, "margin": margin, "near_depth": near_depth}
+    before = overshoot(c2w=c2w, virtual=smoothed, **canvas)
     path, rounds = smoothed, 0
     reach = before
     H = acceleration_penalty(len(c2w), acceleration_weight(strength))
@@ -174,7 +179,7 @@ def bounded_path(
         rounds += 1
         corrected = delta + np.stack([_smooth_correction(delta[:, j], bounds[:, j], H) for j in range(6)], -1)
         path = from_deviations(c2w, torch.from_numpy(corrected))
-        reach = overshoot(c2w, path, K, size, margin, near_depth)
+        reach = overshoot(c2w=c2w, virtual=path, **canvas)
         bounds[(reach > 0).numpy()] *= SHRINK
     bent = np.abs(deviations(c2w, path).numpy() - delta).max(-1) > BENT
     summary = {

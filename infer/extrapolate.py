@@ -86,6 +86,7 @@ def neighbour_order(index: int, count: int, offsets: tuple[int, ...]) -> list[in
 
 
 def fill_canvas(
+    *,
     canvas: Tensor,
     empty: Tensor,
     K_canvas: Tensor,

@@ -48,7 +48,7 @@ from model.losses import (
 )
 from model.losses.photometric import photometric_error
 from model.network import GaussianPredictor, NetworkOutput
-from model.render import render
+from model.render import Backend, render
 
 MIN_SPARSE_DEPTH, MAX_SPARSE_DEPTH = 0.05, 20.0  # scene units: poses are scaled to median depth 1
 
@@ -56,24 +56,39 @@ MIN_SPARSE_DEPTH, MAX_SPARSE_DEPTH = 0.05, 20.0  # scene units: poses are scaled
 @dataclass
 class FinetuneConfig:
     steps_per_frame: float = 3.0
+    """Optimisation steps per posed frame (GaVS: 3), clamped to [min_steps, max_steps]."""
     min_steps: int = 60
+    """Fewest steps, however short the clip."""
     max_steps: int = 1500
+    """Most steps, however long the clip."""
     lr: float = 5e-4
+    """Learning rate at the first step; a cosine takes it to min_lr at the last."""
     min_lr: float = 5e-5
+    """Learning rate at the last step."""
     strides: tuple[int, ...] = (1, 3, 5)
-    batch: int = 5  # source frames per step
-    neighbours: int = 4  # target views per source
-    max_offset: int = 10  # frames
-    pad: float = 0.12  # share of each side added around the input frame
+    """Frame strides a step's window is drawn at (GaVS: 1, 3 and 5)."""
+    batch: int = 5
+    """Source frames per step."""
+    neighbours: int = 4
+    """Target views each source is rendered into."""
+    max_offset: int = 10
+    """Frames between a source and its targets, at most."""
     dynamic_threshold_px: float = 2.0
+    """Observed flow this far (px) from the camera-induced flow counts as object motion."""
     moving_weight: float = 1.0
+    """Weight of the moving-pixel term."""
     consistency_weight: float = 0.05
+    """Weight of the cross-frame consistency of per-pixel Gaussian attributes."""
     depth_weight: float = 0.1
+    """Weight of the scale-invariant sparse SfM depth term."""
     scale_weight: float = 0.01
+    """Weight of the regulariser on Gaussians larger than a few pixels."""
     offset_weight: float = 0.01
+    """Weight of the regulariser on 3D offsets from the pixel ray."""
     max_points: int = 512
-    render_backend: str = "auto"
+    """Sparse SfM points per source frame, at most."""
     seed: int = 0
+    """Seed of the window and target draws."""
 
 
 def step_count(frames: int, config: FinetuneConfig) -> int:
@@ -137,6 +152,58 @@ def attribute_maps(out: NetworkOutput, height: int, width: int, K: Tensor) -> Te
     return torch.cat(maps, 2).flatten(1, 2)
 
 
+def camera_flow(depth: Tensor, K: Tensor, src_to_tgt: Tensor, pixels: Tensor) -> Tensor:
+    """``[B * N, H, W, 2]``: where each source pixel lands in each target by the camera's
+    motion alone. ``depth [B, H, W]`` is the source's front-layer depth, ``K [3, 3]`` the
+    shared intrinsics, ``src_to_tgt [B, N, 4, 4]`` and ``pixels [H, W, 2]`` the pixel centres."""
+    B, H, W = depth.shape
+    cam_points = unproject(pixels.expand(B, H, W, 2), depth, K)
+    moved = (
+        torch.einsum("bnij,bhwj->bnhwi", src_to_tgt[..., :3, :3], cam_points)
+        + src_to_tgt[..., None, None, :3, 3]
+    )
+    camera_uv, _ = project(moved, K)
+    return camera_uv.flatten(0, 1)
+
+
+def moving_pixels(*, camera_uv: Tensor, observed_uv: Tensor, trusted: Tensor, threshold_px: float) -> Tensor:
+    """``[P, H, W]`` source pixels that move on their own: the observed flow lands more than
+    ``threshold_px`` from where the camera alone puts them, and the flow is trusted."""
+    return ((observed_uv - camera_uv).norm(dim=-1) > threshold_px) & trusted
+
+
+def static_pair_mask(
+    *, seen: Tensor, alpha: Tensor, moving: Tensor, camera_uv: Tensor, observed_uv: Tensor
+) -> Tensor:
+    """``[P, 1, H, W]`` target pixels the static term compares: seen from the source
+    (``seen``), not a render hole (``alpha [P, H, W]`` above 0.5), and not covered by the
+    moving object, either where the camera would put it or where it really is."""
+    height, width = seen.shape[-2:]
+    keep = seen & (alpha > 0.5)
+    keep &= ~_splat(moving, camera_uv, height, width) & ~_splat(moving, observed_uv, height, width)
+    return keep[:, None].float()
+
+
+def static_term(renders: Tensor, targets: Tensor, keep: Tensor) -> Tensor:
+    """Mean over pairs of the photometric error (DSSIM + L1) of ``renders [P, 3, H, W]``
+    against ``targets`` over the pixels ``keep [P, 1, H, W]``."""
+    error = photometric_error(renders, targets)
+    return ((error * keep).sum((1, 2, 3)) / keep.sum((1, 2, 3)).clamp(min=1.0)).mean()
+
+
+def moving_term(
+    *, renders: Tensor, targets: Tensor, camera_uv: Tensor, observed_uv: Tensor, moving: Tensor
+) -> Tensor:
+    """Mean L1 over moving pixels of the render where the camera put them against the target
+    where they really are (which warps the target's object back to the source time); pairs
+    without motion are left out, and zero when no pair has any."""
+    gap = (_sample(renders, camera_uv) - _sample(targets, observed_uv)).abs().mean(1)  # [P, H, W]
+    count = moving.sum((1, 2))
+    has_motion = count > 0
+    per_pair = (gap * moving).sum((1, 2)) / count.clamp(min=1)
+    return per_pair[has_motion].mean() if has_motion.any() else renders.sum() * 0
+
+
 class ClipFinetuner:
     """Holds the clip's tensors and flow; ``step()`` runs one optimisation step."""
 
@@ -146,9 +213,13 @@ class ClipFinetuner:
         frames: np.ndarray,
         poses: ClipPoses,
         config: FinetuneConfig,
+        *,
+        pad: float,
+        backend: Backend,
         device: torch.device,
     ) -> None:
         self.net, self.config, self.device = net, config, device
+        self.pad, self.backend = pad, backend
         posed = frames[poses.frame_ids]
         self.images = torch.from_numpy(posed).permute(0, 3, 1, 2).float().div(255).to(device)
         self.count, _, self.height, self.width = self.images.shape
@@ -195,68 +266,48 @@ class ClipFinetuner:
         ]
         return tuple(torch.stack(parts) for parts in zip(*per_source, strict=True))
 
+    def _pair_flows(self, pairs: list[tuple[int, int]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Observed flow ``[P, H, W, 2]`` source -> target, where it is trusted ``[P, H, W]``,
+        and the target pixels the source sees ``[P, H, W]`` (consistent backward flow that
+        lands inside); only the flow itself is computed pair by pair."""
+        forward = [self.flows.pair(a, t) for a, t in pairs]
+        flow = torch.stack([f for f, _ in forward]).to(self.device)
+        trusted = torch.stack([ok for _, ok in forward]).to(self.device)
+        seen = torch.stack([self.flows.pair(t, a)[1] for a, t in pairs]).to(self.device)
+        return flow, trusted, seen
+
     def losses(self, sources: list[int], targets: list[list[int]]) -> dict[str, Tensor]:
         cfg, H, W, K = self.config, self.height, self.width, self.K
         B, N = len(sources), len(targets[0])
         src = torch.tensor(sources, device=self.device)
         tgt = torch.tensor(targets, device=self.device)  # [B, N]
-        padded, valid, K_pad = pad_canvas(self.images[src], K.expand(B, 3, 3), cfg.pad)
+        padded, valid, K_pad = pad_canvas(self.images[src], K.expand(B, 3, 3), self.pad)
         out = self.net(padded, K_pad, valid)
-        rows, cols = pad_amounts(H, W, cfg.pad)
+        rows, cols = pad_amounts(H, W, self.pad)
 
         src_to_tgt = relative_pose(self.c2w[src][:, None].expand(B, N, 4, 4), self.c2w[tgt])  # [B, N, 4, 4]
         identity = torch.eye(4, device=self.device).expand(B, 1, 4, 4)
-        rendered = render(
-            out.gaussians,
-            torch.cat([identity, src_to_tgt], 1),
-            K.expand(B, N + 1, 3, 3),
-            W,
-            H,
-            backend=cfg.render_backend,
-        )
-        color, alpha = rendered.color, rendered.alpha[:, :, 0]
-
-        # camera-induced flow of every source pixel from the predicted front-layer depth
-        depth = out.depth[:, 0, rows : rows + H, cols : cols + W].detach()  # [B, H, W]
-        cam_points = unproject(self.pixels.expand(B, H, W, 2), depth, K)
-        moved = (
-            torch.einsum("bnij,bhwj->bnhwi", src_to_tgt[..., :3, :3], cam_points)
-            + src_to_tgt[..., None, None, :3, 3]
-        )
-        camera_uv, _ = project(moved, K)  # [B, N, H, W, 2]
-
-        # every (source, target) pair at once; only the flow itself is computed pair by pair
-        pairs = [(a, t) for a, row in zip(sources, targets, strict=True) for t in row]
-        forward = [self.flows.pair(a, t) for a, t in pairs]
-        flow = torch.stack([f for f, _ in forward]).to(self.device)  # [P, H, W, 2]
-        trusted = torch.stack([ok for _, ok in forward]).to(self.device)
-        # target pixels seen from the source: the backward flow is consistent and lands inside
-        seen = torch.stack([self.flows.pair(t, a)[1] for a, t in pairs]).to(self.device)
-        camera_uv = camera_uv.flatten(0, 1)  # [P, H, W, 2]
-        observed_uv = self.pixels + flow
-        moving = ((observed_uv - camera_uv).norm(dim=-1) > cfg.dynamic_threshold_px) & trusted
-        renders = color[:, 1:].flatten(0, 1)  # [P, 3, H, W]
+        views = torch.cat([identity, src_to_tgt], 1)
+        rendered = render(out.gaussians, views, K.expand(B, N + 1, 3, 3), W, H, backend=self.backend)
+        renders = rendered.color[:, 1:].flatten(0, 1)  # [P, 3, H, W], P = B * N pairs
         target_images = self.images[tgt.flatten()]
-        # not a hole, not covered by the moving object at either position
-        keep = seen & (alpha[:, 1:].flatten(0, 1) > 0.5)
-        keep &= ~_splat(moving, camera_uv, H, W) & ~_splat(moving, observed_uv, H, W)
-        keep = keep[:, None].float()
-        error = photometric_error(renders, target_images)
-        static = ((error * keep).sum((1, 2, 3)) / keep.sum((1, 2, 3)).clamp(min=1.0)).mean()
-        # moving pixels: the render where the camera put them, the target where they really are
-        gap = (_sample(renders, camera_uv) - _sample(target_images, observed_uv)).abs().mean(1)  # [P, H, W]
-        moving_count = moving.sum((1, 2))
-        has_motion = moving_count > 0
-        per_pair = (gap * moving).sum((1, 2)) / moving_count.clamp(min=1)
-        moving_term = per_pair[has_motion].mean() if has_motion.any() else color.sum() * 0
 
+        depth = out.depth[:, 0, rows : rows + H, cols : cols + W].detach()  # front layer, [B, H, W]
+        camera_uv = camera_flow(depth, K, src_to_tgt, self.pixels)
+        pairs = [(a, t) for a, row in zip(sources, targets, strict=True) for t in row]
+        flow, trusted, seen = self._pair_flows(pairs)
+        observed_uv = self.pixels + flow
+        uvs = {"camera_uv": camera_uv, "observed_uv": observed_uv}
+        moving = moving_pixels(**uvs, trusted=trusted, threshold_px=cfg.dynamic_threshold_px)
+        keep = static_pair_mask(seen=seen, alpha=rendered.alpha[:, 1:, 0].flatten(0, 1), moving=moving, **uvs)
+        sparse = self._sparse_points(sources, rows, cols)
         terms = {
-            "source": photometric_loss(color[:, 0], self.images[src]),
-            "target": static,
-            "moving": cfg.moving_weight * moving_term,
+            "source": photometric_loss(rendered.color[:, 0], self.images[src]),
+            "target": static_term(renders, target_images, keep),
+            "moving": cfg.moving_weight
+            * moving_term(renders=renders, targets=target_images, moving=moving, **uvs),
             "consistency": cfg.consistency_weight * self._consistency(out, sources, K_pad, rows, cols),
-            "depth": cfg.depth_weight
-            * sparse_depth_loss(out.depth[:, :1], *self._sparse_points(sources, rows, cols)),
+            "depth": cfg.depth_weight * sparse_depth_loss(out.depth[:, :1], *sparse),
             "scale": cfg.scale_weight * scale_regulariser(out.scale, out.depth, K_pad[:, 0, 0]),
             "offset": cfg.offset_weight * offset_regulariser(out.offset, out.depth),
         }
@@ -298,11 +349,17 @@ def finetune(
     frames: np.ndarray,
     poses: ClipPoses,
     config: FinetuneConfig,
+    *,
+    pad: float,
+    backend: Backend = "auto",
     device: torch.device,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Finetune ``net`` in place on the posed frames; returns the per-step loss terms."""
-    tuner = ClipFinetuner(net.to(device).train(), frames, poses, config, device)
+    """Finetune ``net`` in place on the posed frames, seen on canvases padded by ``pad``;
+    returns the per-step loss terms."""
+    tuner = ClipFinetuner(
+        net.to(device).train(), frames, poses, config, pad=pad, backend=backend, device=device
+    )
     curve = []
     bar = tqdm(
         range(tuner.total_steps), desc="finetune", unit="step", disable=not progress, dynamic_ncols=True

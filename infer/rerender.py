@@ -41,21 +41,29 @@ from infer.posing import PosedClip
 from model.cameras import relative_pose
 from model.gaussians import Gaussians
 from model.network import GaussianPredictor
-from model.render import render
+from model.render import Backend, render
 
 SOURCE, NEIGHBOURS, EXTRAPOLATED = (ORIGINS.index(name) for name in ("source", "neighbours", "extrapolated"))
 
 
 @dataclass
 class RenderConfig:
-    batch: int = 4  # frames per network and render call
-    full_resolution: bool = True  # output at the input's size by detail transfer; else the working size
-    canvas_offsets: tuple[int, ...] = (1, 2, 4, 8, 12)  # neighbours splatted into the padding; () for none
-    fusion_offsets: tuple[int, ...] = (5, 10)  # neighbours whose Gaussians outside the view join; () for none
-    dynamic_dilation: int = 4  # pixels added around moving regions before they are left out
-    dynamic_propagation: int = 6  # frames each moving region is tracked along the flow
-    min_alpha: float = 0.5  # output pixels with less render opacity are inpainted
-    inpaint_radius: int = 3  # pixels, at the output size
+    batch: int = 4
+    """Frames per network and render call."""
+    full_resolution: bool = True
+    """Output at the input's size by detail transfer; false: at the working size."""
+    canvas_offsets: tuple[int, ...] = (1, 2, 4, 8, 12)
+    """Neighbours (frame offsets) splatted into each padded canvas; [] for none."""
+    fusion_offsets: tuple[int, ...] = (5, 10)
+    """Neighbours whose static Gaussians outside the view join the render; [] for none."""
+    dynamic_dilation: int = 4
+    """Pixels added around moving regions before they are left out of neighbour filling."""
+    dynamic_propagation: int = 6
+    """Frames each moving region is tracked along the flow."""
+    min_alpha: float = 0.5
+    """Output pixels with less render opacity are inpainted."""
+    inpaint_radius: int = 3
+    """Inpainting radius, in pixels at the output size."""
 
 
 @dataclass
@@ -148,14 +156,14 @@ class _Scene:
         if not neighbours:
             return padded, torch.zeros_like(valid[0])
         canvas, filled = fill_canvas(
-            padded,
-            valid[0] == 0,
-            K_pad,
-            self._tensor(neighbours),
-            self.depths[neighbours],
-            self.static[neighbours],
-            self.K,
-            neighbour_transforms(self.c2w, index, neighbours),
+            canvas=padded,
+            empty=valid[0] == 0,
+            K_canvas=K_pad,
+            images=self._tensor(neighbours),
+            depths=self.depths[neighbours],
+            static=self.static[neighbours],
+            K=self.K,
+            to_canvas=neighbour_transforms(self.c2w, index, neighbours),
         )
         return canvas, filled[None].float()
 
@@ -211,18 +219,20 @@ class _Scene:
 def render_stabilized(
     net: GaussianPredictor,
     clip: PosedClip,
+    *,
     smoothed: np.ndarray,
     pad: float,
     config: RenderConfig,
-    backend: str,
+    backend: Backend = "auto",
     device: torch.device,
-    progress: bool,
+    progress: bool = True,
     full_frames: np.ndarray | None = None,
 ) -> Rendered:
     """Every frame at its smoothed pose (posed frames) or as it was (unposed ones).
 
-    ``full_frames`` are the input frames at the output size (detail transfer); without them
-    the output has the working size.
+    ``smoothed [T_posed, 4, 4]`` are the posed frames' new camera-to-world poses; ``pad`` is
+    the canvas padding the network saw in finetuning. ``full_frames`` are the input frames at
+    the output size (detail transfer); without them the output has the working size.
     """
     ids = clip.poses.frame_ids
     h, w = clip.frames.shape[1:3]
@@ -249,15 +259,15 @@ def render_stabilized(
         result = render(gaussians, viewmats[:, None], Ks[:, None], w, h, backend=backend)
         source = full_frames[ids[batch]] if full_frames is not None else None
         composed = compose(
-            result.color[:, 0],
-            result.alpha[:, 0],
-            result.depth[:, 0],
-            result.features[:, 0],
-            Ks,
-            torch.linalg.inv(viewmats),
-            source,
-            config.min_alpha,
-            config.inpaint_radius,
+            color=result.color[:, 0],
+            alpha=result.alpha[:, 0],
+            depth=result.depth[:, 0],
+            features=result.features[:, 0],
+            K=Ks,
+            to_source=torch.linalg.inv(viewmats),
+            source=source,
+            min_alpha=config.min_alpha,
+            inpaint_radius=config.inpaint_radius,
         )
         frames[ids[batch]] = composed.frames
         shares[ids[batch]] = composed.origin_shares

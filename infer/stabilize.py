@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,44 +25,76 @@ from common.atomic import write_atomic
 from common.config import ConfigError
 from data_prep.poses import PoseConfig
 from data_prep.video import VideoError, read_video
-from infer.canvas import pad_amounts
+from infer.canvas import CanvasConfig, pad_amounts
 from infer.compose import ORIGINS
 from infer.coverage import bounded_path, near_depth
 from infer.finetune import FinetuneConfig, finetune
 from infer.media import plot_paths, write_output
 from infer.posing import PosedClip, cache_key, decode_and_pose
-from infer.rerender import RenderConfig, render_stabilized
+from infer.rerender import RenderConfig, Rendered, render_stabilized
 from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_path, min_acceleration_path
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import load_predictor, resolve, save_predictor, sha256
+from model.render import Backend
+
+X264Tune = Literal["grain", "film", "animation", "stillimage", "psnr", "ssim", "none"]
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 @dataclass
 class StabilizeConfig:
-    resolution: int = 320  # working resolution: the longer side, in pixels
-    strength: float = 4.0  # 1 is GaVS's smoothing (31-frame window, sigma 4); 4 is sigma 16
-    smoothing: str = "bounded"  # minimum acceleration inside the canvas; or "gaussian": GaVS's window
+    resolution: int = 320
+    """Working resolution of poses, finetuning and rendering: the longer side, in pixels."""
+    strength: float = 4.0
+    """How much shake to remove: 1 is GaVS's smoothing (31-frame window, sigma 4 frames), 4 is
+    sigma 16; 0 keeps the path."""
+    smoothing: Literal["bounded", "gaussian"] = "bounded"
+    """bounded: the minimum-acceleration path, as strong as the Gaussian window of that
+    strength but closer to the real camera, kept where the padded canvas covers the frame;
+    gaussian: GaVS's Gaussian window, even where it leaves the canvas."""
     max_frames: int | None = None
-    device: str = "auto"  # auto: CUDA when available
-    # H.264 quality of the output. x264's default tune gives B-frames coarser quantisers,
-    # which cost 10% of the detail that detail transfer keeps; "grain" keeps it (files
-    # about 1.7x larger at the same crf); "none" is x264's default.
+    """Only the first N frames."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda[:N]."""
+    backend: Backend = "auto"
+    """Renderer for finetuning and rendering: auto (gsplat on CUDA), torch or gsplat."""
     crf: int = 18
-    tune: str = "grain"
+    """H.264 quality of the output, 0-51; lower is larger and sharper."""
+    tune: X264Tune = "grain"
+    """x264 tune; grain keeps the fine detail that the default (none) quantises away in
+    B-frames, at about 1.7x the file size."""
     seed: int = 0
-    # the network trained from scratch on the clip when no checkpoint is given
+    """Seed of the fresh network and of finetuning."""
     network: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(backbone="resnet18", decoder_channels=(8, 16, 32, 64, 128))
     )
+    """The network trained from scratch on the clip when no checkpoint is given."""
+    canvas: CanvasConfig = field(default_factory=CanvasConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     poses: PoseConfig = field(default_factory=PoseConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"crf must be 0-51 (x264's scale, lower is better), got {self.crf}")
+        if self.strength < 0:
+            raise ConfigError(f"strength must be 0 (no smoothing) or more, got {self.strength}")
+        if not DEVICE.match(self.device):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
 def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
+
+
+@dataclass
+class Finetuned:
+    net: GaussianPredictor
+    provenance: dict  # where the starting weights came from: a fresh network or a release
+    curve: list[dict[str, float]]  # the loss terms of every finetuning step
+    cached: bool  # taken from the work folder
 
 
 def _initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[GaussianPredictor, dict]:
@@ -78,28 +114,40 @@ def _initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[G
 
 def finetuned_network(
     clip: PosedClip,
+    *,
     poses_key: str,
     config: StabilizeConfig,
     checkpoint: str | None,
     work_dir: Path,
     device: torch.device,
     progress: bool,
-) -> tuple[GaussianPredictor, dict, bool]:
+) -> Finetuned:
     """The clip's finetuned network, from the cache when this clip, start and config were seen."""
-    net, start = _initial_network(config, checkpoint)
-    key = cache_key("finetune/1", poses_key, start, asdict(net.config), asdict(config.finetune), config.seed)
-    folder = work_dir / "finetune" / key
+    net, provenance = _initial_network(config, checkpoint)
+    settings = (
+        asdict(net.config),
+        asdict(config.canvas),
+        asdict(config.finetune),
+        config.backend,
+        config.seed,
+    )
+    folder = work_dir / "finetune" / cache_key("finetune/2", poses_key, provenance, *settings)
     if (folder / "model.safetensors").is_file():
         curve = json.loads((folder / "curve.json").read_text())
-        return load_predictor(folder).to(device), {**start, "curve": curve}, True
+        return Finetuned(load_predictor(folder).to(device), provenance, curve, cached=True)
     torch.manual_seed(config.seed)
-    curve = finetune(net, clip.frames, clip.poses, config.finetune, device, progress)
+    curve = finetune(
+        net,
+        clip.frames,
+        clip.poses,
+        config.finetune,
+        pad=config.canvas.pad,
+        backend=config.backend,
+        device=device,
+        progress=progress,
+    )
     save_predictor(net, folder, extra={"clip": poses_key}, files={"curve.json": json.dumps(curve)})
-    return net.eval(), {**start, "curve": curve}, False
-
-
-SMOOTHING_MODES = ("bounded", "gaussian")
-X264_TUNES = ("grain", "film", "animation", "stillimage", "psnr", "ssim", "none")
+    return Finetuned(net.eval(), provenance, curve, cached=False)
 
 
 def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dict]:
@@ -119,19 +167,47 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     summary["acceleration_weight"] = acceleration_weight(config.strength)
     if config.strength > 0:
         H, W = clip.frames.shape[1:3]
-        rows, cols = pad_amounts(H, W, config.finetune.pad)
+        rows, cols = pad_amounts(H, W, config.canvas.pad)
         depth = near_depth(clip.poses)
         smoothed, bending = bounded_path(
-            c2w, smoothed, torch.from_numpy(clip.poses.K), (W, H), (cols, rows), depth, config.strength
+            c2w=c2w,
+            smoothed=smoothed,
+            K=torch.from_numpy(clip.poses.K),
+            size=(W, H),
+            margin=(cols, rows),
+            near_depth=depth,
+            strength=config.strength,
         )
         summary.update(near_depth=depth, **bending)
     return smoothed.numpy(), summary
+
+
+class StageTimer:
+    """Wall time per pipeline stage: ``with timer.stage("poses"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def check_output(output: Path) -> None:
+    """Refuse an output whose folder is missing or read-only, before any work."""
+    if not output.parent.is_dir():
+        raise OSError(f"{output}: the folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK):
+        raise OSError(f"{output}: the folder {output.parent} is not writable")
 
 
 def stabilize(
     video: Path,
     output: Path,
     config: StabilizeConfig,
+    *,
     checkpoint: str | None = None,
     work_dir: Path | None = None,
     side_by_side: bool = False,
@@ -142,85 +218,94 @@ def stabilize(
     from evaluation.metrics import evaluate
 
     output = Path(output)
-    if not output.parent.is_dir():
-        raise OSError(f"{output}: the folder {output.parent} does not exist")
-    if not os.access(output.parent, os.W_OK):
-        raise OSError(f"{output}: the folder {output.parent} is not writable")
-    if not 0 <= config.crf <= 51:
-        raise ConfigError(f"crf must be 0-51 (x264's scale, lower is better), got {config.crf}")
-    if config.tune not in X264_TUNES:
-        raise ConfigError(f"tune must be one of {', '.join(X264_TUNES)}, got {config.tune!r}")
-    if config.smoothing not in SMOOTHING_MODES:
-        raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHING_MODES)}, got {config.smoothing!r}")
-    if config.strength < 0:
-        raise ConfigError(f"strength must be 0 (no smoothing) or more, got {config.strength}")
+    check_output(output)
     work_dir = Path(work_dir) if work_dir is not None else output.parent / f".{output.stem}.gavs-work"
     device = pick_device(config.device)
-    timings: dict[str, float] = {}
+    timer = StageTimer()
 
-    def timed(name: str, start: float) -> None:
-        timings[name] = round(time.perf_counter() - start, 3)
-
-    t = time.perf_counter()
-    clip, poses_key, poses_cached = decode_and_pose(
-        video, work_dir, config.resolution, config.max_frames, config.poses
-    )
-    timed("poses", t)
-
-    t = time.perf_counter()
-    smoothed, smoothing = plan_path(clip, config)
-    timed("smoothing", t)
-
-    t = time.perf_counter()
-    net, start, finetune_cached = finetuned_network(
-        clip, poses_key, config, checkpoint, work_dir, device, progress
-    )
-    timed("finetune", t)
-
-    t = time.perf_counter()
-    inputs = clip.frames
-    if config.render.full_resolution:
-        inputs = read_video(video, config.max_frames).frames
-        if len(inputs) != len(clip.frames):
-            raise VideoError(
-                f"{video}: decoded {len(inputs)} frames at full size but {len(clip.frames)} before"
-            )
-    rendered = render_stabilized(
-        net,
-        clip,
-        smoothed,
-        config.finetune.pad,
-        config.render,
-        config.finetune.render_backend,
-        device,
-        progress,
-        inputs if config.render.full_resolution else None,
-    )
-    frames = rendered.frames
-    timed("render", t)
-
-    t = time.perf_counter()
-    write_output(
-        video,
-        output,
-        frames,
-        clip.fps,
-        side_by_side=inputs if side_by_side else None,
-        crf=config.crf,
-        tune=None if config.tune == "none" else config.tune,
-    )
-    plot_paths(clip.poses.c2w, smoothed, output.with_suffix(".path.png"))
-    timed("write", t)
-
+    with timer.stage("poses"):
+        clip, poses_key, poses_cached = decode_and_pose(
+            video, work_dir, config.resolution, config.max_frames, config.poses
+        )
+    with timer.stage("smoothing"):
+        smoothed, smoothing = plan_path(clip, config)
+    with timer.stage("finetune"):
+        tuned = finetuned_network(
+            clip,
+            poses_key=poses_key,
+            config=config,
+            checkpoint=checkpoint,
+            work_dir=work_dir,
+            device=device,
+            progress=progress,
+        )
+    with timer.stage("render"):
+        inputs = clip.frames
+        if config.render.full_resolution:
+            inputs = read_video(video, config.max_frames).frames
+            if len(inputs) != len(clip.frames):
+                raise VideoError(
+                    f"{video}: decoded {len(inputs)} frames at full size but {len(clip.frames)} before"
+                )
+        rendered = render_stabilized(
+            tuned.net,
+            clip,
+            smoothed=smoothed,
+            pad=config.canvas.pad,
+            config=config.render,
+            backend=config.backend,
+            device=device,
+            progress=progress,
+            full_frames=inputs if config.render.full_resolution else None,
+        )
+    with timer.stage("write"):
+        tune = None if config.tune == "none" else config.tune
+        side = inputs if side_by_side else None
+        write_output(video, output, rendered.frames, clip.fps, side_by_side=side, crf=config.crf, tune=tune)
+        plot_paths(clip.poses.c2w, smoothed, output.with_suffix(".path.png"))
     metrics = None
     if evaluate_output:
-        t = time.perf_counter()
-        metrics = evaluate(inputs, frames, clip.fps, progress=progress)
-        timed("evaluate", t)
+        with timer.stage("evaluate"):
+            metrics = evaluate(inputs, rendered.frames, clip.fps, progress=progress)
 
+    cached = {"poses": poses_cached, "finetune": tuned.cached}
+    report = build_report(
+        video=video,
+        output=output,
+        clip=clip,
+        rendered=rendered,
+        tuned=tuned,
+        smoothing=smoothing,
+        cached=cached,
+        timings=timer.seconds,
+        metrics=metrics,
+        config=config,
+        device=device,
+    )
+    write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
+    return report
+
+
+def build_report(
+    *,
+    video: Path,
+    output: Path,
+    clip: PosedClip,
+    rendered: Rendered,
+    tuned: Finetuned,
+    smoothing: dict,
+    cached: dict[str, bool],
+    timings: dict[str, float],
+    metrics: dict | None,
+    config: StabilizeConfig,
+    device: torch.device,
+) -> dict:
+    """The ``report.json`` of one run: sizes, poses, smoothing, network, cache hits, timings,
+    the finetuning curve, where the output's pixels came from, metrics and the config."""
     count = len(clip.frames)
     posed = set(clip.poses.frame_ids.tolist())
-    report = {
+    frames = rendered.frames
+    return {
         "input": str(video),
         "output": str(output),
         "frames": count,
@@ -234,12 +319,12 @@ def stabilize(
         "unposed_frames": [i for i in range(count) if i not in posed],
         "strength": config.strength,
         "smoothing": smoothing,
-        "network": start["init"],
-        **{k: v for k, v in start.items() if k not in ("init", "curve")},
-        "cached": {"poses": poses_cached, "finetune": finetune_cached},
+        "network": tuned.provenance["init"],
+        **{k: v for k, v in tuned.provenance.items() if k != "init"},
+        "cached": cached,
         "timings_s": timings,
         "seconds_per_frame": {k: round(v / count, 4) for k, v in timings.items()},
-        "finetune_curve": start["curve"],
+        "finetune_curve": tuned.curve,
         "canvas_filled_from_neighbours": round(rendered.canvas_filled, 5),
         "pixel_origins": {
             "mean": dict(zip(ORIGINS, rendered.origin_shares.mean(0).round(5).tolist(), strict=True)),
@@ -250,6 +335,3 @@ def stabilize(
         "metrics": metrics,
         "config": asdict(config),
     }
-    report_path = output.with_suffix(".report.json")
-    write_atomic(report_path, json.dumps(report, indent=1, default=str))
-    return report

@@ -6,16 +6,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.config import ConfigError, load_config
+from common.config import (
+    ConfigError,
+    add_flags,
+    config_yaml,
+    flag_overrides,
+    load_config,
+    preset_names,
+    resolve_preset,
+)
 from data_prep.poses import PoseError
 from data_prep.video import VideoError
 from infer.stabilize import StabilizeConfig, stabilize
 from model.release import ReleaseError
 
-PRESETS = Path(__file__).resolve().parents[1] / "configs" / "stabilize"
+# StabilizeConfig fields that get an option of their own; every field is also key=value
+FLAGS = ["strength", "smoothing", "crf", "resolution", "max_frames", "device"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gavs-stabilize",
         description=(
@@ -25,56 +34,47 @@ def main(argv: list[str] | None = None) -> int:
             "Poses and finetuning are cached in the work folder, so rerunning with another --strength "
             "only renders again."
         ),
-        epilog=f"Presets in {PRESETS}. Overrides such as finetune.steps_per_frame=2 follow the options.",
+        epilog=(
+            f"Presets for --config: {', '.join(preset_names('stabilize'))} (or a YAML file). Every setting "
+            "can be overridden as key.sub=value, e.g. finetune.steps_per_frame=2 canvas.pad=0.15; "
+            "--print-config lists them all with their values."
+        ),
     )
     parser.add_argument("input", type=Path, help="the shaky video")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the stabilized video (.mp4)")
+    parser.add_argument("-o", "--output", type=Path, help="the stabilized video (.mp4)")
     parser.add_argument("--checkpoint", help="a release folder or hub id (default: a fresh network)")
-    parser.add_argument(
-        "--strength",
-        type=float,
-        help="how much shake to remove: 1 = GaVS's 31-frame window (sigma 4 frames); default 4 (sigma 16)",
-    )
-    parser.add_argument(
-        "--smoothing",
-        choices=("bounded", "gaussian"),
-        help="bounded (default): the minimum-acceleration path, as strong as the Gaussian window of "
-        "that strength but closer to the real camera, kept where the padded canvas covers the frame; "
-        "gaussian: GaVS's Gaussian window, even where it leaves the canvas",
-    )
-    parser.add_argument(
-        "--crf", type=int, help="H.264 quality of the output, 0-51, lower is larger and sharper (default 18)"
-    )
-    parser.add_argument("--resolution", type=int, help="working resolution, longer side in px (default 320)")
-    parser.add_argument("--max-frames", type=int, help="only the first N frames")
-    parser.add_argument("--device", help="auto, cpu or cuda[:N] (default auto)")
+    add_flags(parser, StabilizeConfig, FLAGS)
     parser.add_argument("--work-dir", type=Path, help="cache folder (default: .OUT.gavs-work beside OUT)")
     parser.add_argument("--side-by-side", action="store_true", help="also write OUT.side-by-side.mp4")
     parser.add_argument("--no-eval", action="store_true", help="skip scoring input and output (gavs-eval)")
-    parser.add_argument("--config", type=Path, help="YAML preset, e.g. configs/stabilize/cpu-demo.yaml")
+    parser.add_argument("--config", help="a preset name or a YAML file")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", help="config overrides: key.sub=value")
-    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
-    flags = {
-        "strength": args.strength,
-        "smoothing": args.smoothing,
-        "resolution": args.resolution,
-        "max_frames": args.max_frames,
-        "device": args.device,
-        "crf": args.crf,
-    }
-    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)  # overrides may come before or after the options
+    if args.output is None and not args.print_config:
+        cli.error("the following arguments are required: -o/--output")
+    overrides = [*args.overrides, *flag_overrides(args, FLAGS)]
     try:
-        config = load_config(StabilizeConfig, args.config, overrides)
+        preset = resolve_preset("stabilize", args.config) if args.config else None
+        config = load_config(StabilizeConfig, preset, overrides)
+        if args.print_config:
+            print(config_yaml(config), end="")
+            return 0
         if not args.input.is_file():
             raise VideoError(f"{args.input}: no such file")
         report = stabilize(
             args.input,
             args.output,
             config,
-            args.checkpoint,
-            args.work_dir,
-            args.side_by_side,
+            checkpoint=args.checkpoint,
+            work_dir=args.work_dir,
+            side_by_side=args.side_by_side,
             evaluate_output=not args.no_eval,
             progress=not args.quiet,
         )

@@ -44,7 +44,6 @@ class NetworkConfig:
     pretrained: bool = False  # load the backbone's weights: from pretrained_path, else timm's cache
     pretrained_path: str | None = None  # a local .safetensors/.pth file; nothing is downloaded
     layers: int = 2
-    depth_prior: bool = False  # an extra input channel from a monocular depth plug-in
     decoder_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     min_depth: float = 0.1
     max_depth: float = 100.0
@@ -54,7 +53,7 @@ class NetworkConfig:
 
 @dataclass
 class NetworkOutput:
-    gaussians: Gaussians  # [B, L*H*W] in the source camera's frame; features = source pixel (u, v)
+    gaussians: Gaussians  # [B, L*H*W] in the source camera's frame, no extra features
     depth: Tensor  # [B, L, H, W]
     opacity: Tensor  # [B, L, H, W]
     scale: Tensor  # [B, L, 3, H, W]
@@ -69,7 +68,7 @@ class GaussianPredictor(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        in_chans = 4 + int(config.depth_prior)
+        in_chans = 4  # RGB and the validity mask
         overlay = {"file": str(Path(config.pretrained_path))} if config.pretrained_path else None
         self.encoder = timm.create_model(
             config.backbone,
@@ -109,19 +108,12 @@ class GaussianPredictor(nn.Module):
         bias[:, 8] = 1.0  # rotation: identity quaternion (w, x, y, z)
         self.head.bias.data.copy_(bias.reshape(-1))
 
-    def forward(
-        self, image: Tensor, K: Tensor, valid: Tensor | None = None, depth_prior: Tensor | None = None
-    ) -> NetworkOutput:
+    def forward(self, image: Tensor, K: Tensor, valid: Tensor | None = None) -> NetworkOutput:
         """``image [B, 3, H, W]`` in [0, 1], ``K [B, 3, 3]`` of that (padded) image."""
         cfg = self.config
         B, _, H, W = image.shape
         valid = torch.ones_like(image[:, :1]) if valid is None else valid
-        inputs = [(image - self.mean) / self.std, valid]
-        if cfg.depth_prior:
-            if depth_prior is None:
-                raise ValueError("this network was built with depth_prior=True; pass depth_prior")
-            inputs.append(depth_prior)
-        x = torch.cat(inputs, 1)
+        x = torch.cat([(image - self.mean) / self.std, valid], 1)
         features = self.encoder(x)
         h = features[-1]
         for step, (up, fuse) in enumerate(zip(self.up, self.fuse, strict=True)):
@@ -174,6 +166,5 @@ class GaussianPredictor(nn.Module):
             scales=per_gaussian(scale, 3),
             opacities=opacity.reshape(B, L * H * W),
             colors=per_gaussian(colors, 3),
-            features=uv.reshape(B, L * H * W, 2),
         )
         return NetworkOutput(gaussians, depth, opacity, scale, offset)

@@ -27,7 +27,7 @@ from model.network import GaussianPredictor, NetworkConfig
 FORMAT = "gavs-predictor/1"
 WEIGHTS, CONFIG, SUMS = "model.safetensors", "config.yaml", "SHA256SUMS"
 # the fields that decide the weights' names and shapes
-ARCHITECTURE_FIELDS = ("backbone", "layers", "depth_prior", "decoder_channels")
+ARCHITECTURE_FIELDS = ("backbone", "layers", "decoder_channels")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -130,7 +130,12 @@ def read_config(folder: Path) -> dict:
 
 
 def network_config(folder: Path) -> NetworkConfig:
-    network = read_config(folder).get("network") or {}
+    network = dict(read_config(folder).get("network") or {})
+    # releases before 0.2 name a depth-prior input channel that never had a producer
+    if network.pop("depth_prior", False):
+        raise ReleaseError(
+            f"{folder / CONFIG}: built with a depth-prior input channel, which gavs no longer has"
+        )
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(NetworkConfig), network))
     except OmegaConfBaseException as err:
@@ -154,7 +159,7 @@ def load_predictor(
     """The predictor in a release folder or hub id, in float32 and eval mode.
 
     With ``expected``, the release must have the same architecture (backbone, layers,
-    depth prior, decoder widths).
+    decoder widths).
     """
     folder = resolve(source)
     config = network_config(folder)

@@ -38,7 +38,11 @@ def rendered_identity(image_full: np.ndarray, viewmat: torch.Tensor):
 def composed(full: np.ndarray, viewmat: torch.Tensor, detail: bool = True):
     color, alpha, depth, features, K = rendered_identity(full, viewmat)
     source = full[None] if detail else None
-    return compose(color, alpha, depth, features, K, torch.linalg.inv(viewmat)[None], source), alpha
+    to_source = torch.linalg.inv(viewmat)[None]
+    result = compose(
+        color=color, alpha=alpha, depth=depth, features=features, K=K, to_source=to_source, source=source
+    )
+    return result, alpha
 
 
 def test_detail_transfer_returns_the_full_resolution_input_at_the_source_pose():
@@ -82,13 +86,13 @@ def test_the_source_shows_where_it_dominates_and_fades_to_the_render_where_it_do
     features = torch.cat([share, 1 - share, torch.zeros_like(share)], 1) * alpha
     K = make_intrinsics(60.0, 60.0, w / 2, h / 2, dtype=torch.float32)[None]
     result = compose(
-        grey * alpha.expand(1, 3, h, w),
-        alpha,
-        torch.ones(1, 1, h, w),
-        features,
-        K,
-        torch.eye(4)[None],
-        full[None],
+        color=grey * alpha.expand(1, 3, h, w),
+        alpha=alpha,
+        depth=torch.ones(1, 1, h, w),
+        features=features,
+        K=K,
+        to_source=torch.eye(4)[None],
+        source=full[None],
     )
     out, third = result.frames[0].astype(float), FULL[1] // 3
     inner = slice(4, FULL[0] - 4)  # away from the bilinear seams between the thirds

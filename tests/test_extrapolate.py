@@ -52,14 +52,14 @@ def filled_canvas(clip, static, frame=FRAME):
     c2w = torch.from_numpy(clip.c2w).float()
     depths, static = torch.from_numpy(clip.depth[neighbours]), torch.from_numpy(static[neighbours])
     canvas, filled = fill_canvas(
-        canvas,
-        valid[0, 0] == 0,
-        K_pad[0],
-        images[neighbours],
-        depths,
-        static,
-        K,
-        neighbour_transforms(c2w, frame, neighbours),
+        canvas=canvas,
+        empty=valid[0, 0] == 0,
+        K_canvas=K_pad[0],
+        images=images[neighbours],
+        depths=depths,
+        static=static,
+        K=K,
+        to_canvas=neighbour_transforms(c2w, frame, neighbours),
     )
     canvas = canvas.permute(1, 2, 0).numpy()
     return (canvas[..., :3] * 255).round(), canvas[..., 3] > 0.5, filled.numpy(), valid[0, 0].numpy() > 0

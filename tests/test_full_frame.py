@@ -82,20 +82,22 @@ def scene(tmp_path_factory):
     write_video(folder / "shaky.mp4", clip.frames, fps=MOVING.fps)
     posed, scale = true_posed_clip(clip, folder / "shaky.mp4")
     smoothed, _ = plan_path(posed, CONFIG)
-    net, _, _ = finetuned_network(posed, "truth", CONFIG, None, folder, CPU, progress=False)
+    tuned = finetuned_network(
+        posed, poses_key="truth", config=CONFIG, checkpoint=None, work_dir=folder, device=CPU, progress=False
+    )
 
     def rerender(full_resolution: bool = True) -> Rendered:
         full = clip.frames if full_resolution else None
         return render_stabilized(
-            net,
+            tuned.net,
             posed,
-            smoothed,
-            CONFIG.finetune.pad,
-            CONFIG.render,
-            CONFIG.finetune.render_backend,
-            CPU,
-            False,
-            full,
+            smoothed=smoothed,
+            pad=CONFIG.canvas.pad,
+            config=CONFIG.render,
+            backend=CONFIG.backend,
+            device=CPU,
+            progress=False,
+            full_frames=full,
         )
 
     # the truth at the smoothed poses, in the scene's units

@@ -20,7 +20,7 @@ def test_fresh_network_output_structure(frame):
     image, K = frame
     out = GaussianPredictor(NetworkConfig(layers=3))(image, K)
     g = out.gaussians
-    assert g.count == 3 * 64 * 96 and g.features.shape == (1, 3 * 64 * 96, 2)
+    assert g.count == 3 * 64 * 96 and g.features is None  # nothing renders a per-Gaussian extra
     assert torch.all(out.depth[:, 1:] > out.depth[:, :-1])  # every deeper layer lies behind
     assert torch.allclose(out.depth[:, 0], torch.ones_like(out.depth[:, 0]), atol=1e-4)
     assert torch.allclose(g.quats[..., 0], torch.ones_like(g.quats[..., 0]))
@@ -53,13 +53,11 @@ def test_fresh_network_renders_its_input_back(frame):
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_small_050"])
-def test_backbones_by_name_and_depth_prior(frame, backbone):
+def test_backbones_by_name(frame, backbone):
     image, K = frame
-    net = GaussianPredictor(NetworkConfig(backbone=backbone, depth_prior=True, layers=1))
-    out = net(image, K, depth_prior=torch.ones_like(image[:, :1]))
-    assert out.depth.shape == (1, 1, 64, 96)
-    with pytest.raises(ValueError, match="depth_prior"):
-        net(image, K)
+    net = GaussianPredictor(NetworkConfig(backbone=backbone, layers=1))
+    out = net(image, K)
+    assert out.depth.shape == (1, 1, 64, 96) and out.gaussians.features is None
 
 
 def test_encoder_weights_load_from_a_local_file_only(tmp_path):

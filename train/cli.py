@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, load_config, preset_names, resolve_preset
 from data_prep.schema import SchemaError
 from model.release import ReleaseError
 from train.checkpoint import CheckpointError
 from train.config import TrainConfig
-
-PRESETS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +20,12 @@ def main(argv: list[str] | None = None) -> int:
             "process, or under `accelerate launch` for several (DDP). A run_dir that already holds "
             "checkpoints is resumed from the latest one."
         ),
-        epilog=f"Presets in {PRESETS}: tiny-cpu.yaml (minutes on a laptop CPU), base.yaml (the GPU recipe).",
+        epilog=(
+            f"Presets for --config: {', '.join(preset_names('pretrain'))} (or a YAML file): tiny-cpu runs in "
+            "minutes on a laptop CPU, base is the GPU recipe."
+        ),
     )
-    parser.add_argument("--config", type=Path, help="YAML preset, e.g. configs/pretrain/tiny-cpu.yaml")
+    parser.add_argument("--config", help="a preset name (tiny-cpu, base) or a YAML file")
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        config = load_config(TrainConfig, args.config, args.overrides)
+        preset = resolve_preset("pretrain", args.config) if args.config else None
+        config = load_config(TrainConfig, preset, args.overrides)
         from train.loop import train  # heavy imports only once the config is known to be good
 
         state = train(config)

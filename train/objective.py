@@ -27,7 +27,7 @@ class LossConfig:
     depth_weight: float = 0.1
     scale_weight: float = 0.01
     offset_weight: float = 0.01
-    render_backend: str = "auto"
+    render_backend: Backend = "auto"
     # LPIPS on the target views, only with local weights: a torchvision state dict for the
     # net and the LPIPS release's linear weights for it
     lpips_weight: float = 0.0
