@@ -1,9 +1,8 @@
-"""Shared test setup: GPU tests skip cleanly without CUDA."""
-
-from pathlib import Path
+"""Shared test setup: GPU tests skip cleanly without CUDA; session fixtures."""
 
 import pytest
 import torch
+from helpers import FAST, TINY, shards_arg
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,16 +35,6 @@ def pretrain_shards(tmp_path_factory):
     )
     build(str(videos), root / "shards", config, progress=False)
     return root / "shards"
-
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "pretrain" / "tiny-cpu.yaml"
-# small and quick: 32x56 crops, batch 2, every step logged
-FAST = ["data.size=[32,56]", "batch_size=2", "num_workers=1", "logging.every=1", "optim.warmup_steps=5"]
-
-
-def shards_arg(shards: Path) -> str:
-    return f"data.shards={shards}/train-{{000000..000003}}.tar"
 
 
 @pytest.fixture(scope="session")

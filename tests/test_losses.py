@@ -2,9 +2,17 @@
 
 import pytest
 import torch
+from helpers import lpips_files
 
-from model.losses import dssim, offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
-from model.losses.perceptual import LAYERS, LPIPS
+from model.losses import (
+    dssim,
+    frame_points,
+    offset_regulariser,
+    photometric_loss,
+    scale_regulariser,
+    sparse_depth_loss,
+)
+from model.losses.perceptual import LPIPS
 from train.objective import LossConfig, perceptual_loss
 
 
@@ -18,8 +26,10 @@ def test_photometric_loss_is_zero_on_identical_images_and_respects_the_mask():
     mask[..., 12:] = 1  # supervise only columns the corruption (and its 3x3 window) misses
     assert photometric_loss(y, x, mask).item() < 1e-6
     assert photometric_loss(y, x).item() > 0.05
-    # L1 part: a constant offset of 0.1 costs 0.15 * 0.1 (SSIM is blind to a small constant shift)
-    assert abs(photometric_loss((x + 0.1).clamp(max=5), x).item() - 0.015) < 0.01
+    # a constant offset of 0.1: the L1 part is exactly 0.15 * 0.1, the rest is 0.85 * DSSIM
+    shifted = x + 0.1
+    l1_part = photometric_loss(shifted, x) - 0.85 * dssim(shifted, x).mean()
+    assert l1_part.item() == pytest.approx(0.015, rel=1e-5)
 
 
 def test_sparse_depth_loss_is_scale_invariant():
@@ -37,29 +47,47 @@ def test_sparse_depth_loss_is_scale_invariant():
     assert sparse_depth_loss(depth, uv, noisy, valid).item() == 0.0
 
 
-def test_regularisers():
-    depth = torch.ones(1, 2, 4, 4)
-    focal = torch.tensor([100.0])
-    small = torch.full((1, 2, 3, 4, 4), 0.05)  # 5 pixel footprints
-    assert scale_regulariser(small, depth, focal).item() == 0.0
-    assert scale_regulariser(small * 4, depth, focal).item() > 0
+def test_scale_regulariser_is_a_hinge_on_the_largest_axis_at_8_footprints():
+    depth = torch.full((1, 2, 4, 4), 2.0)
+    focal = torch.tensor([100.0])  # one pixel footprint is 0.02 at depth 2
+
+    def cost(pixels: float, other_axes: float = 1.0) -> float:
+        scales = torch.full((1, 2, 3, 4, 4), other_axes * 0.02)
+        scales[:, :, 1] = pixels * 0.02  # the largest axis decides
+        return scale_regulariser(scales, depth, focal).item()
+
+    assert cost(5.0) == 0.0 and cost(8.0) == 0.0  # up to the hinge: free
+    assert cost(8.5) == pytest.approx(0.5, rel=1e-5)  # past it: linear in footprints
+    assert cost(12.0) == pytest.approx(4.0, rel=1e-5)
+    assert cost(12.0, other_axes=7.9) == pytest.approx(4.0, rel=1e-5)  # smaller axes cost nothing
+
+
+def test_offset_regulariser_is_the_mean_squared_offset_relative_to_depth():
+    depth = torch.full((1, 2, 4, 4), 2.0)
     assert offset_regulariser(torch.zeros(1, 2, 3, 4, 4), depth).item() == 0.0
-    assert offset_regulariser(torch.full((1, 2, 3, 4, 4), 0.1), depth).item() > 0
+    offset = torch.zeros(1, 2, 3, 4, 4)
+    offset[:, :, 0] = 0.2  # 10% of the depth along one axis
+    assert offset_regulariser(offset, depth).item() == pytest.approx(0.01 / 3, rel=1e-6)
+    assert offset_regulariser(2 * offset, 2 * depth).item() == pytest.approx(0.01 / 3, rel=1e-6)
 
 
-def lpips_files(tmp_path, net="alex"):
-    """A torchvision-format backbone (random init) and LPIPS-format positive linear weights."""
-    import torchvision
-
-    torch.manual_seed(0)
-    backbone = (torchvision.models.alexnet if net == "alex" else torchvision.models.vgg16)(weights=None)
-    torch.save(backbone.state_dict(), tmp_path / "backbone.pth")
-    widths = LAYERS[net][1]
-    torch.save(
-        {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(widths)},
-        tmp_path / "linear.pth",
+def test_frame_points_moves_a_frames_observations_into_a_crop_and_pads():
+    observations = torch.tensor(
+        [[0, 10.0, 20.0, 1.0], [1, 30.0, 40.0, 2.0], [1, 5.0, 6.0, 3.0], [1, 90.0, 8.0, 30.0], [2, 1, 1, 1]]
     )
-    return tmp_path / "backbone.pth", tmp_path / "linear.pth"
+    # frame 1, cropped at (4, 2) and resized by 2: (30, 40) -> (52, 76), (5, 6) -> (2, 8)
+    uv, depth, valid = frame_points(
+        observations, 1, max_points=4, origin=(4, 2), scale=(2, 2), size=(100, 80)
+    )
+    assert valid.tolist() == [True, True, False, False]  # (90, 8) lands at x = 172, outside
+    assert uv[:2].tolist() == [[52.0, 76.0], [2.0, 8.0]] and depth[:2].tolist() == [2.0, 3.0]
+    assert uv[2:].abs().sum() == 0 and depth[2:].abs().sum() == 0
+    _, depth, valid = frame_points(observations, 1, max_points=4, depth_range=(0.05, 20.0))
+    assert valid.sum() == 2 and depth[:2].tolist() == [2.0, 3.0]  # the point at depth 30 is dropped
+    _, _, valid = frame_points(observations, 1, max_points=1)
+    assert valid.tolist() == [True]  # capped at max_points
+    _, _, valid = frame_points(observations[:0], 1, max_points=3)
+    assert not valid.any()
 
 
 def test_lpips_from_local_files_is_a_distance_that_grows_with_noise(tmp_path):

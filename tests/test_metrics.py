@@ -169,7 +169,7 @@ def test_cli_writes_json_and_rejects_bad_poses(synthetic, tmp_path, capsys):
     )
     report = json.loads(report_path.read_text())
     assert report["output"]["C"] == pytest.approx(1.0, abs=1e-3) and report["output"]["sampson_px"] < 1.0
-    assert "| cropping ratio C" in capsys.readouterr().out
+    assert "| cropping ratio C (1 = no crop) | - | 1.000 |" in capsys.readouterr().out  # the input's: "-"
 
     poses.write_text(json.dumps({k: v for k, v in json.loads(poses.read_text()).items() if k != "c2w"}))
     assert eval_main([str(video), str(video), "--poses", str(poses), "--quiet"]) == 2

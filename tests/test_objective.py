@@ -37,7 +37,7 @@ def test_a_few_steps_on_one_batch_lower_the_loss(tmp_path):
     assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses
 
     # with LPIPS weights given, the objective gains an LPIPS term on the target views
-    from test_losses import lpips_files
+    from helpers import lpips_files
 
     backbone, linear = lpips_files(tmp_path)
     paths = {"lpips_backbone": str(backbone), "lpips_linear": str(linear)}

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy.spatial.transform import Rotation
 
 from data_prep.synthetic import SyntheticConfig, generate, render_views
 from data_prep.video import read_video, write_video
+from infer.media import plot_paths
 from infer.posing import decode_and_pose
 from infer.stabilize import StabilizeConfig, plan_path
 from infer.stabilize_cli import main as stabilize_main
@@ -93,9 +95,33 @@ def test_output_is_steadier_and_matches_the_scene_at_the_smoothed_poses(shaky, s
 
     side = read_video(folder / "out.side-by-side.mp4").frames
     assert side.shape == (SCENE.num_frames, SCENE.height, 2 * SCENE.width, 3)
-    assert (folder / "out.path.png").stat().st_size > 10_000
+    assert cv2.imread(str(folder / "out.path.png")).shape == (500, 1200, 3)  # the 2x3 plot, 12x5 in
     assert report["network"].startswith("fresh network") and len(report["finetune_curve"]) == 6
     assert set(report["timings_s"]) == {"poses", "smoothing", "finetune", "render", "write", "evaluate"}
+
+
+def colour_rows(panel: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    """Rows of a BGR image where a line of colour ``rgb`` is drawn."""
+    near = np.abs(panel.astype(int) - np.array(rgb[::-1])).max(-1) < 40
+    return np.nonzero(near.any(1))[0]
+
+
+def test_path_plot_draws_both_paths_in_every_panel(tmp_path):
+    t = np.arange(60)[:, None]
+    sway = np.sin(t / 3 + np.arange(3))  # [60, 3]: a different phase per axis
+    original = np.tile(np.eye(4), (60, 1, 1))
+    original[:, :3, 3] = 0.1 * sway  # the input sways in position and rotation...
+    original[:, :3, :3] = Rotation.from_rotvec(0.02 * sway).as_matrix()
+    smoothed = np.tile(np.eye(4), (60, 1, 1))  # ...the smoothed path stands still
+    image = cv2.imread(str(plot_paths(original, smoothed, tmp_path / "p.png")))
+    panels = [p for row in np.array_split(image, 2, axis=0) for p in np.array_split(row, 3, axis=1)]
+    blue, orange = (31, 119, 180), (255, 127, 14)  # matplotlib's first two colours: input, smoothed
+    for index, panel in enumerate(panels):
+        swaying, still = colour_rows(panel, blue), colour_rows(panel, orange)
+        assert len(swaying) and len(still), index
+        assert np.ptp(swaying) > 100, index  # the input spans the panel's height
+        if index:  # (the first panel's legend has an orange sample of its own)
+            assert np.ptp(still) <= 3, index  # the still path is one flat line
 
 
 def test_rerun_with_another_strength_skips_poses_and_finetuning(shaky, stabilized):
@@ -113,6 +139,19 @@ def test_rerun_with_another_strength_skips_poses_and_finetuning(shaky, stabilize
     assert report["timings_s"]["poses"] < 0.5 * first["timings_s"]["poses"]
     assert report["finetune_curve"] == first["finetune_curve"]
     assert not np.array_equal(read_video(folder / "strong.mp4").frames, read_video(folder / "out.mp4").frames)
+
+
+def test_help_and_presets_come_from_the_config(capsys):
+    with pytest.raises(SystemExit):
+        stabilize_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # choices from the Literal, help from the field's docstring, default from the dataclass
+    assert "--smoothing {bounded,gaussian}" in text and "GaVS's Gaussian window, even where" in text
+    assert "sharper. (default: 18)" in text and "Presets for --config: cpu-demo, gavs" in text
+    assert stabilize_main(["in.mp4", "--config", "gavs", "--print-config", "strength=2"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["smoothing"] == "gaussian" and printed["strength"] == 2.0  # preset, then override
+    assert printed["finetune"]["steps_per_frame"] == 3.0 and printed["canvas"]["pad"] == 0.12
 
 
 def test_audio_is_passed_through(tmp_path):
@@ -162,10 +201,17 @@ def test_bad_inputs_give_clear_errors_and_no_output(shaky, tmp_path, capsys):
         [str(folder / "shaky.mp4"), "-o", str(tmp_path / "no" / "such" / "out.mp4"), *QUICK], "does not exist"
     )
     fails([str(folder / "shaky.mp4"), "-o", str(out), "finetune.nope=1"], "nope")
-    fails([str(folder / "shaky.mp4"), "-o", str(out), "smoothing=spline", *QUICK], "smoothing must be one of")
+    fails(
+        [str(folder / "shaky.mp4"), "-o", str(out), "smoothing=spline", *QUICK],
+        "smoothing: Invalid value 'spline'",
+    )
     fails([str(folder / "shaky.mp4"), "-o", str(out), "--crf", "60", *QUICK], "crf must be 0-51")
+    fails(
+        [str(folder / "shaky.mp4"), "-o", str(out), "device=gpu", *QUICK], "device must be auto, cpu or cuda"
+    )
+    fails([str(folder / "shaky.mp4"), "-o", str(out), "--config", "fast", *QUICK], "presets: cpu-demo, gavs")
     fails([str(folder / "shaky.mp4"), "-o", str(out), "--strength", "-1", *QUICK], "strength must be 0")
-    fails([str(folder / "shaky.mp4"), "-o", str(out), "tune=sharp", *QUICK], "tune must be one of")
+    fails([str(folder / "shaky.mp4"), "-o", str(out), "tune=sharp", *QUICK], "tune: Invalid value 'sharp'")
 
     # a release whose weights belong to another architecture than its config says
     from model.network import GaussianPredictor, NetworkConfig

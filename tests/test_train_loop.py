@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, TINY, shards_arg
+from helpers import FAST, TINY, shards_arg
 
 from data_prep.schema import encode, iterate_clips
 from data_prep.shards import ShardWriter

@@ -13,7 +13,6 @@ from infer.trajectory import (
     average_quaternions,
     gaussian_window_path,
     min_acceleration_path,
-    window_for,
 )
 from model.cameras import axis_angle_to_matrix, make_pose, matrix_to_quat, rotation_angle
 
@@ -43,8 +42,13 @@ def departure(smooth, path):
     return position, rotation_angle(smooth[:, :3, :3].transpose(-1, -2) @ path[:, :3, :3])
 
 
-def test_gavs_setting_is_a_31_frame_window():
-    assert window_for(GAVS_SIGMA) == 31
+def test_gavs_setting_spreads_a_jolt_over_exactly_31_frames():
+    """GaVS smooths with a 31-frame window: a one-frame jolt moves frames 15 either side of it
+    and leaves the 16th untouched."""
+    path = torch.eye(4, dtype=torch.float64).repeat(100, 1, 1)
+    path[50, 0, 3] = 1.0
+    moved = gaussian_window_path(path, strength=1.0)[:, 0, 3].abs() > 0
+    assert torch.nonzero(moved).flatten().tolist() == list(range(35, 66))
 
 
 def test_steady_motion_is_kept_up_to_the_ends():

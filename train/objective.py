@@ -17,7 +17,7 @@ from torch import Tensor
 from model.losses import offset_regulariser, photometric_loss, scale_regulariser, sparse_depth_loss
 from model.losses.perceptual import LPIPS
 from model.network import GaussianPredictor, NetworkOutput
-from model.render import RenderOutput, render
+from model.render import Backend, RenderOutput, render
 
 
 @dataclass

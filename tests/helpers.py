@@ -1,0 +1,31 @@
+"""What several test modules share: small configs, paths and files the tests build."""
+
+from pathlib import Path
+
+import torch
+
+from model.losses.perceptual import LAYERS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "pretrain" / "tiny-cpu.yaml"
+# small and quick: 32x56 crops, batch 2, every step logged
+FAST = ["data.size=[32,56]", "batch_size=2", "num_workers=1", "logging.every=1", "optim.warmup_steps=5"]
+
+
+def shards_arg(shards: Path) -> str:
+    return f"data.shards={shards}/train-{{000000..000003}}.tar"
+
+
+def lpips_files(tmp_path, net="alex"):
+    """A torchvision-format backbone (random init) and LPIPS-format positive linear weights."""
+    import torchvision
+
+    torch.manual_seed(0)
+    backbone = (torchvision.models.alexnet if net == "alex" else torchvision.models.vgg16)(weights=None)
+    torch.save(backbone.state_dict(), tmp_path / "backbone.pth")
+    widths = LAYERS[net][1]
+    torch.save(
+        {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(widths)},
+        tmp_path / "linear.pth",
+    )
+    return tmp_path / "backbone.pth", tmp_path / "linear.pth"
