@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from common.atomic import write_atomic
 from common.config import load_config
 from data_prep.build import PrepConfig, build, plan_jobs
 from data_prep.ingest import expand_inputs
@@ -92,7 +93,8 @@ def main() -> None:
             f"| {r['video']} | {r['clips_attempted']} | {r['clips_posed']} | {share} | {methods} | {error} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
+    write_atomic(
+        args.out,
         json.dumps(
             {
                 "summary": summary,
@@ -101,7 +103,7 @@ def main() -> None:
                 "config": manifest["config"],
             },
             indent=2,
-        )
+        ),
     )
     print(f"\nwrote {args.out}")
 

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.atomic import write_atomic
 from data_prep.video import read_video
 from evaluation.metrics import analyse_motion, evaluate
 
@@ -61,38 +62,11 @@ def find_ffmpeg_with_vidstab() -> str:
 def vidstab_commands(ffmpeg: str, src: Path, dst: Path, work: Path) -> list[list[str]]:
     """vid.stab two-pass: detect motion, then transform with its default crop-and-zoom."""
     transforms = work / f"{dst.stem}.trf"
-    detect = [
-        ffmpeg,
-        "-v",
-        "error",
-        "-y",
-        "-i",
-        str(src),
-        "-vf",
-        f"vidstabdetect=result={transforms}",
-        "-f",
-        "null",
-        "-",
-    ]
-    transform = [
-        ffmpeg,
-        "-v",
-        "error",
-        "-y",
-        "-i",
-        str(src),
-        "-vf",
-        f"vidstabtransform=input={transforms}:smoothing={VIDSTAB_SMOOTHING}",
-        "-c:v",
-        "libx264",
-        "-crf",
-        "18",
-        "-pix_fmt",
-        "yuv420p",
-        "-an",
-        str(dst),
-    ]
-    return [detect, transform]
+    filtering = [ffmpeg, "-v", "error", "-y", "-i", str(src), "-vf"]
+    detect = [*filtering, f"vidstabdetect=result={transforms}", "-f", "null", "-"]
+    smooth = f"vidstabtransform=input={transforms}:smoothing={VIDSTAB_SMOOTHING}"
+    encode = ["-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(dst)]
+    return [detect, [*filtering, smooth, *encode]]
 
 
 def parse_method(spec: str) -> tuple[str, str]:
@@ -211,7 +185,7 @@ def main() -> None:
         )
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"clips": [c.name for c in clips], "rows": rows}, indent=2))
+    write_atomic(args.out, json.dumps({"clips": [c.name for c in clips], "rows": rows}, indent=2))
     print(f"\nwrote {args.out}" + (f"; outputs in {work}" if args.work else ""))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import write_atomic
 from model.random_scene import random_scene
 from model.rasterize_gsplat import gsplat_available
 from model.render import render
@@ -125,7 +126,7 @@ def main() -> None:
         "device": device_name,
         "repeats": args.repeats,
     }
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_atomic(out, json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"\nwrote {out}")
 
 

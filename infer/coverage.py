@@ -29,6 +29,8 @@ few degrees) by construction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import torch
 from scipy import sparse
@@ -55,6 +57,18 @@ def from_deviations(c2w: Tensor, delta: Tensor) -> Tensor:
     return c2w @ make_pose(axis_angle_to_matrix(delta[:, :3]), delta[:, 3:])
 
 
+@dataclass(frozen=True)
+class Canvas:
+    """The source canvas a virtual view must stay inside: the frame of ``size`` (width,
+    height) with intrinsics ``K [3, 3]``, grown by ``margin`` (columns, rows) per side, and
+    checked down to ``near_depth`` (scene units) as well as at infinity."""
+
+    K: Tensor
+    size: tuple[int, int]
+    margin: tuple[float, float]
+    near_depth: float
+
+
 def _border_pixels(width: int, height: int) -> Tensor:
     u = torch.tensor([0.0, width / 2, width])
     v = torch.tensor([0.0, height / 2, height])
@@ -62,19 +76,12 @@ def _border_pixels(width: int, height: int) -> Tensor:
     return grid[(grid != torch.tensor([width / 2, height / 2])).any(-1)]  # the 8 border points
 
 
-def overshoot(
-    *,
-    c2w: Tensor,
-    virtual: Tensor,
-    K: Tensor,
-    size: tuple[int, int],
-    margin: tuple[float, float],
-    near_depth: float,
-) -> Tensor:
-    """``[T]``: pixels by which the output frame's border, seen from ``virtual``, reaches past
-    the source canvas (the ``size`` frame grown by ``margin`` = (columns, rows) per side);
-    zero or less where the canvas covers it."""
-    width, height = size
+def overshoot(*, c2w: Tensor, virtual: Tensor, canvas: Canvas) -> Tensor:
+    """``[T]``: pixels by which the output frame's border, seen from ``virtual [T, 4, 4]``,
+    reaches past the canvas of the real cameras ``c2w [T, 4, 4]``; zero or less where the
+    canvas covers it."""
+    K, margin, near_depth = canvas.K, canvas.margin, canvas.near_depth
+    width, height = canvas.size
     pixels = _border_pixels(width, height).to(K)
     rays = torch.cat([pixels, torch.ones_like(pixels[:, :1])], -1) @ torch.linalg.inv(K).T  # z = 1
     relative = invert_pose(c2w) @ virtual  # virtual camera -> source camera
@@ -95,13 +102,12 @@ def overshoot(
     return torch.maximum(*worst)
 
 
-def initial_bounds(
-    *, K: Tensor, size: tuple[int, int], margin: tuple[float, float], near_depth: float
-) -> Tensor:
+def initial_bounds(canvas: Canvas) -> Tensor:
     """``[6]`` per-axis deviation bounds; each axis alone would use the whole margin."""
-    width, height = size
-    fx, fy = float(K[0, 0]), float(K[1, 1])
-    cols, rows = margin
+    width, height = canvas.size
+    fx, fy = float(canvas.K[0, 0]), float(canvas.K[1, 1])
+    cols, rows = canvas.margin
+    near_depth = canvas.near_depth
     pan = np.arctan((width / 2 + cols) / fx) - np.arctan(width / 2 / fx)  # about y
     tilt = np.arctan((height / 2 + rows) / fy) - np.arctan(height / 2 / fy)  # about x
     roll = min(cols, rows) / np.hypot(width / 2, height / 2)
@@ -152,26 +158,15 @@ def _smooth_correction(delta: np.ndarray, bound: np.ndarray, H: sparse.csr_matri
     return _box_quadratic(H, -bound - delta, bound - delta)
 
 
-def bounded_path(
-    *,
-    c2w: Tensor,
-    smoothed: Tensor,
-    K: Tensor,
-    size: tuple[int, int],
-    margin: tuple[float, float],
-    near_depth: float,
-    strength: float,
-) -> tuple[Tensor, dict]:
-    """The path nearest ``smoothed`` (a ``min_acceleration_path`` of this ``strength``) whose
-    every frame the canvas covers, and a summary: frames bent, rounds, and the worst overshoot
-    before and after (pixels)."""
-    c2w, smoothed, K = c2w.double(), smoothed.double(), K.double()
+def bounded_path(*, c2w: Tensor, smoothed: Tensor, canvas: Canvas, strength: float) -> tuple[Tensor, dict]:
+    """The path nearest ``smoothed`` (a ``min_acceleration_path`` of this ``strength`` for the
+    real cameras ``c2w``) whose every frame the canvas covers, and a summary: frames bent,
+    rounds, and the worst overshoot before and after (pixels)."""
+    c2w, smoothed = c2w.double(), smoothed.double()
+    canvas = replace(canvas, K=canvas.K.double())
     delta = deviations(c2w, smoothed).numpy()
-    bounds = np.tile(
-        initial_bounds(K=K, size=size, margin=margin, near_depth=near_depth).numpy(), (len(c2w), 1)
-    )
-    canvas = {"K": K, "size": size, "margin": margin, "near_depth": near_depth}
-    before = overshoot(c2w=c2w, virtual=smoothed, **canvas)
+    bounds = np.tile(initial_bounds(canvas).numpy(), (len(c2w), 1))
+    before = overshoot(c2w=c2w, virtual=smoothed, canvas=canvas)
     path, rounds = smoothed, 0
     reach = before
     H = acceleration_penalty(len(c2w), acceleration_weight(strength))
@@ -179,7 +174,7 @@ def bounded_path(
         rounds += 1
         corrected = delta + np.stack([_smooth_correction(delta[:, j], bounds[:, j], H) for j in range(6)], -1)
         path = from_deviations(c2w, torch.from_numpy(corrected))
-        reach = overshoot(c2w=c2w, virtual=path, **canvas)
+        reach = overshoot(c2w=c2w, virtual=path, canvas=canvas)
         bounds[(reach > 0).numpy()] *= SHRINK
     bent = np.abs(deviations(c2w, path).numpy() - delta).max(-1) > BENT
     summary = {

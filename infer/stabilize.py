@@ -27,7 +27,7 @@ from data_prep.poses import PoseConfig
 from data_prep.video import VideoError, read_video
 from infer.canvas import CanvasConfig, pad_amounts
 from infer.compose import ORIGINS
-from infer.coverage import bounded_path, near_depth
+from infer.coverage import Canvas, bounded_path, near_depth
 from infer.finetune import FinetuneConfig, finetune
 from infer.media import plot_paths, write_output
 from infer.posing import PosedClip, cache_key, decode_and_pose
@@ -168,18 +168,47 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     if config.strength > 0:
         H, W = clip.frames.shape[1:3]
         rows, cols = pad_amounts(H, W, config.canvas.pad)
-        depth = near_depth(clip.poses)
-        smoothed, bending = bounded_path(
-            c2w=c2w,
-            smoothed=smoothed,
-            K=torch.from_numpy(clip.poses.K),
-            size=(W, H),
-            margin=(cols, rows),
-            near_depth=depth,
-            strength=config.strength,
-        )
-        summary.update(near_depth=depth, **bending)
+        canvas = Canvas(torch.from_numpy(clip.poses.K), (W, H), (cols, rows), near_depth(clip.poses))
+        smoothed, bending = bounded_path(c2w=c2w, smoothed=smoothed, canvas=canvas, strength=config.strength)
+        summary.update(near_depth=canvas.near_depth, **bending)
     return smoothed.numpy(), summary
+
+
+def rerender(
+    net: GaussianPredictor,
+    clip: PosedClip,
+    smoothed: np.ndarray,
+    config: StabilizeConfig,
+    *,
+    device: torch.device,
+    progress: bool,
+    full_frames: np.ndarray | None,
+) -> Rendered:
+    """The render stage with this config's canvas, render settings and backend."""
+    return render_stabilized(
+        net,
+        clip,
+        smoothed=smoothed,
+        pad=config.canvas.pad,
+        config=config.render,
+        backend=config.backend,
+        device=device,
+        progress=progress,
+        full_frames=full_frames,
+    )
+
+
+@dataclass
+class Stabilized:
+    """What the stages produced, for the report."""
+
+    clip: PosedClip
+    poses_cached: bool
+    smoothing: dict  # how the path was found
+    tuned: Finetuned
+    rendered: Rendered
+    metrics: dict | None  # gavs-eval's report, unless skipped
+    timings: dict[str, float]  # seconds per stage
 
 
 class StageTimer:
@@ -230,15 +259,8 @@ def stabilize(
     with timer.stage("smoothing"):
         smoothed, smoothing = plan_path(clip, config)
     with timer.stage("finetune"):
-        tuned = finetuned_network(
-            clip,
-            poses_key=poses_key,
-            config=config,
-            checkpoint=checkpoint,
-            work_dir=work_dir,
-            device=device,
-            progress=progress,
-        )
+        where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+        tuned = finetuned_network(clip, poses_key=poses_key, config=config, **where)
     with timer.stage("render"):
         inputs = clip.frames
         if config.render.full_resolution:
@@ -247,16 +269,9 @@ def stabilize(
                 raise VideoError(
                     f"{video}: decoded {len(inputs)} frames at full size but {len(clip.frames)} before"
                 )
-        rendered = render_stabilized(
-            tuned.net,
-            clip,
-            smoothed=smoothed,
-            pad=config.canvas.pad,
-            config=config.render,
-            backend=config.backend,
-            device=device,
-            progress=progress,
-            full_frames=inputs if config.render.full_resolution else None,
+        full = inputs if config.render.full_resolution else None
+        rendered = rerender(
+            tuned.net, clip, smoothed, config, device=device, progress=progress, full_frames=full
         )
     with timer.stage("write"):
         tune = None if config.tune == "none" else config.tune
@@ -268,40 +283,18 @@ def stabilize(
         with timer.stage("evaluate"):
             metrics = evaluate(inputs, rendered.frames, clip.fps, progress=progress)
 
-    cached = {"poses": poses_cached, "finetune": tuned.cached}
-    report = build_report(
-        video=video,
-        output=output,
-        clip=clip,
-        rendered=rendered,
-        tuned=tuned,
-        smoothing=smoothing,
-        cached=cached,
-        timings=timer.seconds,
-        metrics=metrics,
-        config=config,
-        device=device,
-    )
+    result = Stabilized(clip, poses_cached, smoothing, tuned, rendered, metrics, timer.seconds)
+    report = build_report(video, output, config, device, result)
     write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
     return report
 
 
 def build_report(
-    *,
-    video: Path,
-    output: Path,
-    clip: PosedClip,
-    rendered: Rendered,
-    tuned: Finetuned,
-    smoothing: dict,
-    cached: dict[str, bool],
-    timings: dict[str, float],
-    metrics: dict | None,
-    config: StabilizeConfig,
-    device: torch.device,
+    video: Path, output: Path, config: StabilizeConfig, device: torch.device, result: Stabilized
 ) -> dict:
     """The ``report.json`` of one run: sizes, poses, smoothing, network, cache hits, timings,
     the finetuning curve, where the output's pixels came from, metrics and the config."""
+    clip, tuned, rendered, timings = result.clip, result.tuned, result.rendered, result.timings
     count = len(clip.frames)
     posed = set(clip.poses.frame_ids.tolist())
     frames = rendered.frames
@@ -318,10 +311,10 @@ def build_report(
         "posed_frames": len(posed),
         "unposed_frames": [i for i in range(count) if i not in posed],
         "strength": config.strength,
-        "smoothing": smoothing,
+        "smoothing": result.smoothing,
         "network": tuned.provenance["init"],
         **{k: v for k, v in tuned.provenance.items() if k != "init"},
-        "cached": cached,
+        "cached": {"poses": result.poses_cached, "finetune": tuned.cached},
         "timings_s": timings,
         "seconds_per_frame": {k: round(v / count, 4) for k, v in timings.items()},
         "finetune_curve": tuned.curve,
@@ -332,6 +325,6 @@ def build_report(
                 name: rendered.origin_shares[:, i].round(5).tolist() for i, name in enumerate(ORIGINS)
             },
         },
-        "metrics": metrics,
+        "metrics": result.metrics,
         "config": asdict(config),
     }

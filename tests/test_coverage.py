@@ -51,16 +51,18 @@ def test_overshoot_measures_a_pure_pan_exactly():
     )
     edge = np.arctan(160 / 277)
     expected = 277 * np.tan(edge + angle) - 160 - MARGIN[0]
-    assert float(overshoot(c2w=c2w, virtual=virtual, **CANVAS)[0]) == pytest.approx(expected, rel=1e-6)
-    assert float(overshoot(c2w=c2w, virtual=c2w, **CANVAS)[0]) == pytest.approx(-min(MARGIN))
+    assert float(overshoot(c2w=c2w, virtual=virtual, canvas=CANVAS)[0]) == pytest.approx(expected, rel=1e-6)
+    assert float(overshoot(c2w=c2w, virtual=c2w, canvas=CANVAS)[0]) == pytest.approx(-min(MARGIN))
 
 
 def test_bounded_path_covers_every_frame_and_stays_smooth():
     shaky = shaky_path(3.0, 0.02)
     smoothed = min_acceleration_path(shaky, strength=3)
-    assert float(overshoot(c2w=shaky, virtual=smoothed, **CANVAS).max()) > 2  # the plain path does not fit
-    path, summary = bounded_path(c2w=shaky, smoothed=smoothed, **CANVAS, strength=3)
-    assert float(overshoot(c2w=shaky, virtual=path, **CANVAS).max()) <= 0
+    assert (
+        float(overshoot(c2w=shaky, virtual=smoothed, canvas=CANVAS).max()) > 2
+    )  # the plain path does not fit
+    path, summary = bounded_path(c2w=shaky, smoothed=smoothed, canvas=CANVAS, strength=3)
+    assert float(overshoot(c2w=shaky, virtual=path, canvas=CANVAS).max()) <= 0
     assert summary["overshoot_px_after"] <= 0 < summary["overshoot_px_before"]
     assert roughness(path) < 0.01 * roughness(shaky)  # measured 0.004
 
@@ -68,7 +70,7 @@ def test_bounded_path_covers_every_frame_and_stays_smooth():
 def test_a_path_that_fits_is_left_alone():
     shaky = shaky_path(0.5, 0.002)
     smoothed = min_acceleration_path(shaky, strength=1)
-    path, summary = bounded_path(c2w=shaky, smoothed=smoothed, **CANVAS, strength=1)
+    path, summary = bounded_path(c2w=shaky, smoothed=smoothed, canvas=CANVAS, strength=1)
     assert summary["frames_bent"] == 0 and summary["rounds"] == 0
     assert torch.equal(path, smoothed.double())
 
@@ -79,8 +81,8 @@ def test_bending_is_local_to_the_frames_that_need_it():
     kick[100:106, 1] = np.deg2rad(20)  # a brief whip pan the smoothing averages only partly away
     shaky = shaky @ make_pose(axis_angle_to_matrix(kick), torch.zeros(240, 3, dtype=torch.float64))
     smoothed = min_acceleration_path(shaky, strength=1)
-    path, summary = bounded_path(c2w=shaky, smoothed=smoothed, **CANVAS, strength=1)
-    assert float(overshoot(c2w=shaky, virtual=path, **CANVAS).max()) <= 0
+    path, summary = bounded_path(c2w=shaky, smoothed=smoothed, canvas=CANVAS, strength=1)
+    assert float(overshoot(c2w=shaky, virtual=path, canvas=CANVAS).max()) <= 0
     change = (deviations(shaky, path) - deviations(shaky, smoothed)).abs().amax(-1)
     # the correction fades within a few lam^(1/4) frames (3.4 at strength 1): 40+ frames
     # from the kick it is gone (measured: above 1e-3 of its peak on frames 65-140)

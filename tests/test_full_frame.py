@@ -23,8 +23,8 @@ from data_prep.video import write_video
 from evaluation.metrics import evaluate
 from infer.finetune import FinetuneConfig
 from infer.posing import PosedClip
-from infer.rerender import Rendered, render_stabilized
-from infer.stabilize import StabilizeConfig, finetuned_network, plan_path
+from infer.rerender import Rendered
+from infer.stabilize import StabilizeConfig, finetuned_network, plan_path, rerender
 
 MOVING = SyntheticConfig(
     width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=3.0, moving_object=True
@@ -86,25 +86,15 @@ def scene(tmp_path_factory):
         posed, poses_key="truth", config=CONFIG, checkpoint=None, work_dir=folder, device=CPU, progress=False
     )
 
-    def rerender(full_resolution: bool = True) -> Rendered:
+    def render_outputs(full_resolution: bool = True) -> Rendered:
         full = clip.frames if full_resolution else None
-        return render_stabilized(
-            tuned.net,
-            posed,
-            smoothed=smoothed,
-            pad=CONFIG.canvas.pad,
-            config=CONFIG.render,
-            backend=CONFIG.backend,
-            device=CPU,
-            progress=False,
-            full_frames=full,
-        )
+        return rerender(tuned.net, posed, smoothed, CONFIG, device=CPU, progress=False, full_frames=full)
 
     # the truth at the smoothed poses, in the scene's units
     true_smoothed = smoothed.copy()
     true_smoothed[:, :3, 3] /= scale
     truth, depth, moving = render_views_and_geometry(MOVING, true_smoothed, np.arange(MOVING.num_frames))
-    return clip, rerender, true_smoothed, truth, depth, moving
+    return clip, render_outputs, true_smoothed, truth, depth, moving
 
 
 def outside_the_source(clip, true_smoothed, depth, frame) -> np.ndarray:
@@ -136,8 +126,8 @@ def ghost_risk(true_smoothed, moving, frame) -> np.ndarray:
 
 
 def test_full_frame_little_inpainting_and_the_input_detail(scene):
-    clip, rerender, _, truth, _, _ = scene
-    rendered = rerender()
+    clip, render_outputs, _, truth, _, _ = scene
+    rendered = render_outputs()
     assert rendered.frames.shape == truth.shape  # the input's size, not the working size
     # full frame, scored as bench/quality.py scores the shared clips
     valid = evaluate(clip.frames, rendered.frames, MOVING.fps, progress=False)["output"]["valid_ratio"]
@@ -148,7 +138,7 @@ def test_full_frame_little_inpainting_and_the_input_detail(scene):
     # measured: 6.3% of the output from neighbours, none left to 2D inpainting
     assert shares["inpainted"] < 0.002 and shares["neighbours"] > 0.02, shares
 
-    plain = rerender(full_resolution=False).frames
+    plain = render_outputs(full_resolution=False).frames
     upsampled = [cv2.resize(f, (MOVING.width, MOVING.height), interpolation=cv2.INTER_LINEAR) for f in plain]
     gain = np.mean(
         [cv2.PSNR(d, g) - cv2.PSNR(u, g) for d, u, g in zip(rendered.frames, upsampled, truth, strict=True)]
@@ -162,7 +152,7 @@ def test_the_moving_object_leaves_no_ghost_where_neighbours_fill(scene, monkeypa
     """Where the smoothed view looks past the source frame, and the object stood there at a
     neighbour's time but not now, the output matches the truth as well as elsewhere past the
     source; with the dynamic masks switched off, the object's ghosts show there."""
-    clip, rerender, true_smoothed, truth, depth, moving = scene
+    clip, render_outputs, true_smoothed, truth, depth, moving = scene
 
     regions = []
     for frame in CHECKED:
@@ -178,11 +168,11 @@ def test_the_moving_object_leaves_no_ghost_where_neighbours_fill(scene, monkeypa
         elsewhere = np.concatenate([error[f][e] for f, _, e in regions])
         return at_risk.mean(), elsewhere.mean()
 
-    masked = errors(rerender().frames)
+    masked = errors(render_outputs().frames)
     monkeypatch.setattr(
         infer.rerender, "static_masks", lambda frames, *_, **__: np.ones(frames.shape[:3], bool)
     )
-    unmasked = errors(rerender().frames)
+    unmasked = errors(render_outputs().frames)
     # measured mean errors at risk / elsewhere: 15.0 / 13.5 with masks, 22.0 / 13.5 without
     assert masked[0] < 1.25 * masked[1], masked
     assert unmasked[0] > 1.4 * unmasked[1], unmasked

@@ -71,24 +71,14 @@ def test_transforms_json_converts_opengl_axes(clip, tmp_path):
     }
     (tmp_path / "transforms.json").write_text(json.dumps(data))
     out = tmp_path / "out"
-    assert (
-        prep_main(
-            [
-                "import",
-                "transforms",
-                "--json",
-                str(tmp_path / "transforms.json"),
-                "--out",
-                str(out),
-                *SMALL,
-                "priors.flow=false",
-            ]
-        )
-        == 0
-    )
+    assert import_transforms(tmp_path / "transforms.json", out, *SMALL, "priors.flow=false") == 0
     _, clips = imported(out)
     assert np.allclose(clips[0].poses.c2w, clip.c2w, atol=1e-12)
     assert clips[0].flow is None
+
+
+def import_transforms(json_path, out, *overrides) -> int:
+    return prep_main(["import", "transforms", "--json", str(json_path), "--out", str(out), *overrides])
 
 
 def test_colmap_model(clip, tmp_path):
@@ -127,19 +117,7 @@ def test_colmap_model(clip, tmp_path):
 
 def test_bad_import_input_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "transforms.json").write_text("{}")
-    assert (
-        prep_main(
-            [
-                "import",
-                "transforms",
-                "--json",
-                str(tmp_path / "transforms.json"),
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
+    assert import_transforms(tmp_path / "transforms.json", tmp_path / "o") == 2
     assert "not a transforms.json with 'frames'" in capsys.readouterr().err
     assert (
         prep_main(

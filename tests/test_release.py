@@ -89,6 +89,20 @@ def test_loader_refusals(released, tmp_path):
         load_predictor(tmp_path / "missing" / "deeper")
 
 
+def test_releases_written_with_a_depth_prior_field_still_load_unless_they_used_it(released, tmp_path):
+    older = tmp_path / "older"
+    shutil.copytree(released, older)
+    (older / SUMS).unlink()
+    config = yaml.safe_load((older / CONFIG).read_text())
+    config["network"]["depth_prior"] = False  # what every release before the field went wrote
+    (older / CONFIG).write_text(yaml.safe_dump(config))
+    assert torch.equal(outputs(load_predictor(older)), outputs(load_predictor(released)))
+    config["network"]["depth_prior"] = True
+    (older / CONFIG).write_text(yaml.safe_dump(config))
+    with pytest.raises(ReleaseError, match="built with a depth-prior input channel"):
+        load_predictor(older)
+
+
 def test_release_cli_errors(trained, released, tmp_path, capsys):
     assert release_main([str(tmp_path), str(tmp_path / "out")]) == 2
     assert "no checkpoints" in capsys.readouterr().err

@@ -14,7 +14,11 @@ from data_prep.schema import (
     decode,
     encode,
     iterate_clips,
+    read_cameras,
+    read_posed_npz,
     to_tensors,
+    write_cameras,
+    write_posed_npz,
 )
 from data_prep.shards import ShardWriter
 from model.cameras import axis_angle_to_matrix, make_pose
@@ -155,3 +159,46 @@ def test_truncated_shard_is_reported(tmp_path):
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(SchemaError, match=r"train-000000\.tar"):
         list(iterate_clips(str(shard)))
+
+
+def test_record_conversions_keep_points_and_pixels_consistent():
+    poses = make_sample().poses  # 5 frames, 30 observations of 20 points
+    window = poses.window(1, 4)
+    assert len(window.c2w) == 3 and window.frame_ids.tolist() == [11, 12, 13]
+    inside = (poses.observations[:, 0] >= 1) & (poses.observations[:, 0] < 4)
+    assert np.array_equal(window.observations[:, 0], poses.observations[inside, 0] - 1)
+    # every observation still names its own point, by the new numbering
+    assert np.array_equal(
+        window.points[window.observation_points], poses.points[poses.observation_points[inside]]
+    )
+    half = poses.resized(32, 24)
+    assert (half.width, half.height) == (32, 24)
+    assert np.allclose(half.K[:2], poses.K[:2] / 2) and np.array_equal(half.K[2], poses.K[2])
+    assert np.allclose(half.observations[:, 1:3], poses.observations[:, 1:3] / 2)
+    assert np.array_equal(half.observations[:, 3], poses.observations[:, 3])  # depth does not scale
+    unit = poses.normalised()
+    assert np.median(unit.observations[:, 3]) == pytest.approx(1.0)
+    factor = unit.scale / poses.scale
+    assert np.allclose(unit.c2w[:, :3, 3], poses.c2w[:, :3, 3] * factor)
+    assert np.array_equal(unit.c2w[:, :3, :3], poses.c2w[:, :3, :3])  # rotations stay
+
+
+def test_each_file_form_reads_back_what_was_written(tmp_path):
+    poses = make_sample().poses
+    poses.stats = {"registered_fraction": 1.0}
+    write_cameras(tmp_path / "cameras.json", poses, 24.0, {"smooth_c2w": poses.c2w.tolist()})
+    back, fps, data = read_cameras(tmp_path / "cameras.json")
+    assert fps == 24.0 and back.pose_method == "global" and back.scale == poses.scale
+    assert np.array_equal(back.c2w, poses.c2w) and np.array_equal(back.frame_ids, poses.frame_ids)
+    assert np.array_equal(data["smooth_c2w"], poses.c2w)  # extra fields ride along
+    frames = np.zeros((5, 4, 4, 3), np.uint8)
+    write_posed_npz(tmp_path / "clip.npz", poses, frames=frames)
+    back, arrays = read_posed_npz(tmp_path / "clip.npz")
+    assert back.stats == poses.stats and set(arrays) == {"frames"}
+    for name in ("K", "c2w", "points", "observations", "observation_points"):
+        assert np.array_equal(getattr(back, name), getattr(poses, name)), name
+    (tmp_path / "bad.json").write_text('{"K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}')
+    with pytest.raises(SchemaError, match=r"bad\.json: cameras\.json lacks"):
+        read_cameras(tmp_path / "bad.json")
+    with pytest.raises(SchemaError, match=r"missing\.json: no such file"):
+        read_cameras(tmp_path / "missing.json")

@@ -29,6 +29,7 @@ from timm.utils import ModelEmaV3
 from torchvision.utils import save_image
 from tqdm import tqdm
 
+from common.atomic import write_atomic
 from common.config import config_yaml
 from common.schedule import warmup_cosine
 from model.network import GaussianPredictor
@@ -113,10 +114,10 @@ def train(config: TrainConfig) -> dict:
     step = state["step"]
     if accelerator.is_main_process:  # only now: a refused resume must not overwrite the run's record
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(resolved)
+        write_atomic(run_dir / "config.yaml", resolved)
         summary = manifest_summary(config.data.shards)
         if summary is not None:
-            (run_dir / "data_manifest.json").write_text(json.dumps(summary, indent=1))
+            write_atomic(run_dir / "data_manifest.json", json.dumps(summary, indent=1))
     batches = BatchStream(
         config.data,
         config.batch_size,

@@ -17,6 +17,8 @@ import numpy as np
 from accelerate import Accelerator
 from torch import Tensor
 
+from common.atomic import write_atomic
+
 TRACKERS = ("wandb", "tensorboard", "none")
 
 
@@ -64,12 +66,12 @@ class RunLog:
             lines = [
                 line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step
             ]
-            self.path.write_text("".join(f"{line}\n" for line in lines))
+            write_atomic(self.path, "".join(f"{line}\n" for line in lines))
         init_kwargs = {}
         if tracker == "wandb":
             id_file = run_dir / "wandb_id.txt"
             if not id_file.exists():
-                id_file.write_text(uuid.uuid4().hex[:12])
+                write_atomic(id_file, uuid.uuid4().hex[:12])
             run_id = id_file.read_text().strip()
             init_kwargs["wandb"] = {
                 "dir": str(run_dir),

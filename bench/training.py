@@ -1,7 +1,7 @@
 """Training throughput and peak memory of a pretraining config.
 
-    python bench/train.py                                   # tiny-cpu.yaml on synthetic shards
-    python bench/train.py --config configs/pretrain/base.yaml --frame-size 448x256   # on a GPU
+    python bench/training.py                                # tiny-cpu on synthetic shards
+    python bench/training.py --config base --frame-size 448x256   # on a GPU
 
 Without ``--shards`` it builds shards from synthetic clips first (gavs-prep's real pipeline,
 at ``--frame-size``; crops are resized to the config's ``data.size``, so small frames only
@@ -18,22 +18,19 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# This file is bench/train.py: drop its folder from the path so `train` is the package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import torch  # noqa: E402
-
-from common.config import load_config  # noqa: E402
-from data_prep.build import PrepConfig, build  # noqa: E402
-from data_prep.synthetic import SyntheticConfig, generate  # noqa: E402
-from data_prep.video import write_video  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.loop import train  # noqa: E402
+from common.atomic import write_atomic
+from common.config import load_config, resolve_preset
+from data_prep.build import PrepConfig, build
+from data_prep.synthetic import SyntheticConfig, generate
+from data_prep.video import write_video
+from train.config import TrainConfig
+from train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "pretrain" / "tiny-cpu.yaml")
+    parser.add_argument("--config", default="tiny-cpu", help="a pretrain preset name or a YAML file")
     parser.add_argument("--shards", help="training shards (default: synthetic ones, built first)")
     parser.add_argument("--frame-size", default="128x72", help="synthetic frame size WxH")
     parser.add_argument("--steps", type=int, default=40)
@@ -76,7 +73,7 @@ def main() -> None:
             shards = synthetic_shards(Path(tmp), width, height)
         config: TrainConfig = load_config(
             TrainConfig,
-            args.config,
+            resolve_preset("pretrain", args.config),
             [
                 *args.overrides,
                 f"run_dir={tmp}/run",
@@ -100,7 +97,7 @@ def main() -> None:
         else f"CPU ({platform.processor() or 'x86_64'})"
     )
     result = {
-        "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
+        "config": args.config,
         "overrides": args.overrides,
         "device": device,
         "torch_threads": torch.get_num_threads(),
@@ -124,7 +121,7 @@ def main() -> None:
         f"{result['peak_memory_gb']:.2f} GB |"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    write_atomic(args.out, json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
