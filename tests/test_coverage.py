@@ -8,7 +8,7 @@ from scipy import sparse
 
 from data_prep.synthetic import SyntheticConfig, _shake
 from data_prep.synthetic import intended_path as true_path
-from infer.coverage import _box_quadratic, _smooth_correction, bounded_path, deviations, overshoot
+from infer.coverage import Canvas, _box_quadratic, _smooth_correction, bounded_path, deviations, overshoot
 from infer.trajectory import (
     acceleration_penalty,
     acceleration_weight,
@@ -20,12 +20,7 @@ from model.cameras import axis_angle_to_matrix, make_pose
 SIZE = (320, 180)
 MARGIN = (38.4, 21.6)  # 12% per side
 K = torch.tensor([[277.0, 0, 160], [0, 277, 90], [0, 0, 1]], dtype=torch.float64)
-CANVAS = {
-    "K": K,
-    "size": SIZE,
-    "margin": MARGIN,
-    "near_depth": 0.5,
-}  # the border check at a near depth of 0.5
+CANVAS = Canvas(K, SIZE, MARGIN, near_depth=0.5)  # the border checked down to depth 0.5
 
 
 def shaky_path(rotation_deg: float, translation: float, count: int = 200, seed: int = 0):

@@ -12,7 +12,7 @@ PIXELS = pixel_centers(H, W)  # [H, W, 2]
 
 
 def test_camera_flow_is_the_identity_at_rest_and_f_t_over_z_for_a_sideways_step():
-    K = make_intrinsics(50.0, 50.0, W / 2, H / 2)
+    K = make_intrinsics(50.0, 50.0, W / 2, H / 2, dtype=torch.float32)
     depth = torch.full((1, H, W), 2.0)
     step = torch.eye(4).repeat(1, 2, 1, 1)  # [B=1, N=2, 4, 4]: stay, then move the camera
     step[0, 1, 0, 3] = -0.1  # points move 0.1 left in the target camera: it stepped right
