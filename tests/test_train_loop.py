@@ -167,6 +167,10 @@ def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
     assert train_main(["--config", str(TINY), "optim.learning_rate=1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gavs-train: error:") and "learning_rate" in err
+    # choices are checked when the config loads, before any shard is opened
+    assert train_main(["--config", "tiny-cpu", "logging.tracker=mlflow", "mixed_precision=fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "logging.tracker: Invalid value 'mlflow', expected one of ['wandb', 'tensorboard', 'none']" in err
 
 
 def test_shard_of_another_schema_is_a_clear_error(pretrain_shards, tmp_path, capsys):

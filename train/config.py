@@ -7,6 +7,7 @@ tree is written as ``RUN_DIR/config.yaml`` and into every checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from model.network import NetworkConfig
 from train.data import DataConfig
@@ -34,7 +35,7 @@ class ValidationConfig:
 
 @dataclass
 class LoggingConfig:
-    tracker: str = "wandb"  # wandb (offline unless a key is configured), tensorboard, or none
+    tracker: Literal["wandb", "tensorboard", "none"] = "wandb"  # wandb: offline unless a key is configured
     project: str = "gavs-pretrain"
     every: int = 10  # optimizer steps between scalar logs
 
@@ -46,7 +47,7 @@ class TrainConfig:
     max_steps: int = 100_000
     batch_size: int = 16  # per process, per micro-batch
     num_workers: int = 4  # dataloader workers per process
-    mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it), bf16, fp16, or no
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"  # auto: bf16 on CUDA that supports it
     ema_decay: float = 0.999
     checkpoint_every: int = 1000  # optimizer steps; the data stream also restarts here (exact resume)
     keep_checkpoints: int = 3

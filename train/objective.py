@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -31,7 +32,7 @@ class LossConfig:
     # LPIPS on the target views, only with local weights: a torchvision state dict for the
     # net and the LPIPS release's linear weights for it
     lpips_weight: float = 0.0
-    lpips_net: str = "vgg"
+    lpips_net: Literal["vgg", "alex"] = "vgg"
     lpips_backbone: str | None = None
     lpips_linear: str | None = None
 
