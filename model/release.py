@@ -131,7 +131,7 @@ def read_config(folder: Path) -> dict:
 
 def network_config(folder: Path) -> NetworkConfig:
     network = dict(read_config(folder).get("network") or {})
-    # releases before 0.2 name a depth-prior input channel that never had a producer
+    # older releases name a depth-prior input channel, which never had a producer and is gone
     if network.pop("depth_prior", False):
         raise ReleaseError(
             f"{folder / CONFIG}: built with a depth-prior input channel, which gavs no longer has"
