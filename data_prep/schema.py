@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from common.atomic import atomic_path, write_atomic
+from model.cameras import resize_intrinsics
 
 SCHEMA_VERSION = 1
 # Frames are training targets: quality 95 with full-resolution colour (4:4:4, not 4:2:0).
@@ -48,6 +49,7 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 FRAME_FIELD = re.compile(r"^(\d{4})\.jpg$")
 MASK_NAMES = ("occlusion_forward", "occlusion_backward", "dynamic")
 FLOW_NAMES = ("forward", "backward")
+POINT_FIELDS = ("points", "observations", "observation_points")  # a record's points, in every form
 FLOW_STEP = 0.125  # px: flow is stored as int16 multiples of this (9x smaller than float16)
 
 
@@ -116,8 +118,7 @@ class ClipPoses:
         """The record for the same images resized to ``width x height``: K's first two rows
         and the observations' pixel coordinates scale; depths do not."""
         factor = np.array([width / self.width, height / self.height])
-        K = self.K.copy()
-        K[..., :2, :] *= factor[:, None]
+        K = resize_intrinsics(torch.from_numpy(self.K), (self.width, self.height), (width, height)).numpy()
         observations = self.observations.copy()
         observations[:, 1:3] *= factor
         return replace(self, width=width, height=height, K=K, observations=observations)
@@ -235,10 +236,10 @@ def read_cameras(path: str | os.PathLike) -> tuple[ClipPoses, float, dict]:
     return poses, fps, data
 
 
-def write_posed_npz(path: str | os.PathLike, poses: ClipPoses, **arrays: np.ndarray) -> Path:
+def write_posed_npz(path: str | os.PathLike, poses: ClipPoses, fps: float, **arrays: np.ndarray) -> Path:
     """The work-folder form: the record at full precision, beside ``arrays`` (frames and the like)."""
     record = {
-        "poses_json": json.dumps({**cameras_json(poses, 0.0), "stats": poses.stats}),
+        "poses_json": json.dumps({**cameras_json(poses, fps), "stats": poses.stats}),
         "points": poses.points,
         "observations": poses.observations,
         "observation_points": poses.observation_points,
@@ -248,16 +249,14 @@ def write_posed_npz(path: str | os.PathLike, poses: ClipPoses, **arrays: np.ndar
     return Path(path)
 
 
-def read_posed_npz(path: str | os.PathLike) -> tuple[ClipPoses, dict[str, np.ndarray]]:
-    """``(record, the other arrays)`` from the work-folder form."""
+def read_posed_npz(path: str | os.PathLike) -> tuple[ClipPoses, float, dict[str, np.ndarray]]:
+    """``(record, fps, the other arrays)`` from the work-folder form."""
     with np.load(path) as archive:
         arrays = {name: archive[name] for name in archive.files}
     data = json.loads(str(arrays.pop("poses_json")))
-    poses, _ = poses_from_cameras_json(data, str(path))
-    poses = _with_points(replace(poses, stats=data["stats"]), arrays, str(path))
-    for name in ("points", "observations", "observation_points"):
-        arrays.pop(name)
-    return poses, arrays
+    poses, fps = poses_from_cameras_json(data, str(path))
+    points = {name: arrays.pop(name) for name in POINT_FIELDS if name in arrays}
+    return _with_points(replace(poses, stats=data["stats"]), points, str(path)), fps, arrays
 
 
 def _plain(value):
@@ -327,7 +326,7 @@ def decode(raw: dict[str, bytes]) -> ClipSample:
     frames = _frames(raw, where)
     poses, fps = poses_from_cameras_json(cams, where)
     points = _load_npz(_field(raw, "points.npz", where), f"{where}/points.npz")
-    poses = _with_points(replace(poses, stats=meta.get("poses", {})), points, f"{where}/points.npz")
+    poses = _with_points(replace(poses, stats=meta.pop("poses", {})), points, f"{where}/points.npz")
     flow = None
     if "flow.npz" in raw:
         stored = _load_npz(raw["flow.npz"], f"{where}/flow.npz")

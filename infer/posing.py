@@ -36,15 +36,12 @@ def cache_key(*parts: object) -> str:
 
 
 def _save(path: Path, clip: PosedClip) -> None:
-    write_posed_npz(
-        path, clip.poses, frames=clip.frames, fps=clip.fps, source_size=np.array(clip.source_size)
-    )
+    write_posed_npz(path, clip.poses, clip.fps, frames=clip.frames, source_size=np.array(clip.source_size))
 
 
 def _load(path: Path) -> PosedClip:
-    poses, arrays = read_posed_npz(path)
-    source_size = tuple(int(v) for v in arrays["source_size"])
-    return PosedClip(arrays["frames"], float(arrays["fps"]), source_size, poses)
+    poses, fps, arrays = read_posed_npz(path)
+    return PosedClip(arrays["frames"], fps, tuple(int(v) for v in arrays["source_size"]), poses)
 
 
 def decode_and_pose(

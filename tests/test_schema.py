@@ -192,9 +192,9 @@ def test_each_file_form_reads_back_what_was_written(tmp_path):
     assert np.array_equal(back.c2w, poses.c2w) and np.array_equal(back.frame_ids, poses.frame_ids)
     assert np.array_equal(data["smooth_c2w"], poses.c2w)  # extra fields ride along
     frames = np.zeros((5, 4, 4, 3), np.uint8)
-    write_posed_npz(tmp_path / "clip.npz", poses, frames=frames)
-    back, arrays = read_posed_npz(tmp_path / "clip.npz")
-    assert back.stats == poses.stats and set(arrays) == {"frames"}
+    write_posed_npz(tmp_path / "clip.npz", poses, 24.0, frames=frames)
+    back, fps, arrays = read_posed_npz(tmp_path / "clip.npz")
+    assert back.stats == poses.stats and fps == 24.0 and set(arrays) == {"frames"}
     for name in ("K", "c2w", "points", "observations", "observation_points"):
         assert np.array_equal(getattr(back, name), getattr(poses, name)), name
     (tmp_path / "bad.json").write_text('{"K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}')
