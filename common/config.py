@@ -114,10 +114,12 @@ def add_flags(parser: argparse.ArgumentParser, schema: type, names: list[str]) -
     defaults = {f.name: f.default for f in fields(schema) if f.default is not MISSING}
     for name in names:
         kind, choices = _flag_type(hints[name])
+        flag, help = f"--{name.replace('_', '-')}", docs.get(name, "")
+        if kind is bool:  # a switch that sets the field true
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=help)
+            continue
         default = f" (default: {defaults[name]})" if defaults.get(name) is not None else ""
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=kind, choices=choices, help=docs.get(name, "") + default
-        )
+        parser.add_argument(flag, type=kind, choices=choices, help=help + default)
 
 
 def flag_overrides(args: argparse.Namespace, names: list[str]) -> list[str]:

@@ -7,25 +7,34 @@ nearest each target time is kept, and its index and timestamp are recorded.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from data_prep.video import VideoError, decode
+from data_prep.video import Frame, VideoError, VideoInfo, VideoReader
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 
 
 @dataclass
 class IngestedVideo:
-    frames: np.ndarray  # [T, H, W, 3] uint8 at the working resolution
+    frames: np.ndarray  # [T, H, W, 3] uint8 at the working resolution, upright
     fps: float  # rate of the kept frames
     source_indices: np.ndarray  # [T] index of each kept frame in the decoded source
-    timestamps: np.ndarray  # [T] seconds
-    source_size: tuple[int, int]  # (width, height) of the source
+    timestamps: np.ndarray  # [T] seconds from the first decoded frame
+    pts: np.ndarray  # [T] int64 presentation timestamps in ``info.time_base`` (-1 where the file has none)
+    info: VideoInfo  # the source: displayed size, rotation, depth, colour, rate
+    damage: str | None  # the reader's warning when less decoded than the container promised
+
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the source as displayed."""
+        return self.info.size
 
 
 def working_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -34,31 +43,62 @@ def working_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
+def _nearest_to_rate(frames: Iterator[Frame], fps: float | None) -> Iterator[Frame]:
+    """The frame nearest each multiple of ``1 / fps`` s from the first (the earlier on a tie),
+    each at most once; every frame when ``fps`` is None. Frames are selected, not blended."""
+    previous, target, start, last = None, 0.0, None, None
+    for frame in frames:
+        start = frame.time if start is None else start
+        if fps is None:
+            yield frame
+            continue
+        while previous is not None and target <= frame.time - start:
+            nearest = min((previous, frame), key=lambda f: abs(f.time - start - target))
+            if nearest is not last:
+                yield nearest
+                last = nearest
+            target += 1.0 / fps
+        previous = frame
+    if previous is not None and previous is not last and target <= previous.time - start + 1e-9:
+        yield previous
+
+
 def ingest(
     path: str | os.PathLike,
     fps: float | None = None,
     max_side: int | None = None,
     max_frames: int | None = None,
 ) -> IngestedVideo:
-    """Decode ``path``; ``fps=None`` keeps every frame, ``max_side=None`` the source size."""
-    path = Path(path)
-    frames, times, rate = decode(path)
-    if fps is None or fps >= rate:
-        keep = np.arange(len(frames))
-        out_fps = rate
-    else:
-        targets = np.arange(0.0, times[-1] + 1e-9, 1.0 / fps)
-        keep = np.unique(np.abs(times[None, :] - targets[:, None]).argmin(axis=1))
-        out_fps = fps
-    if max_frames is not None:
-        keep = keep[:max_frames]
-    height, width = frames[0].shape[:2]
-    size = working_size(width, height, max_side)
-    resized = [
-        frames[i] if size == (width, height) else cv2.resize(frames[i], size, interpolation=cv2.INTER_AREA)
-        for i in keep
-    ]
-    return IngestedVideo(np.stack(resized), out_fps, keep, times[keep], (width, height))
+    """Decode ``path`` one frame at a time, keeping only the selected frames at the working
+    size; ``fps=None`` keeps every frame, ``max_side=None`` the source size."""
+    reader = VideoReader(path)
+    frames: list[Frame] = []
+    images: list[np.ndarray] = []
+    source = iter(reader)
+    first = next(source, None)
+    if first is None:
+        raise VideoError(f"{path}: decodes to zero frames")
+    rate = None if fps is None or fps >= reader.info.fps else fps
+    size = working_size(first.image.shape[1], first.image.shape[0], max_side)
+    for frame in _nearest_to_rate(itertools.chain([first], source), rate):
+        image = frame.image
+        images.append(
+            image if image.shape[1::-1] == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        )
+        frame.image = None  # only the working size is kept
+        frames.append(frame)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    complete = max_frames is None or len(frames) < max_frames
+    return IngestedVideo(
+        frames=np.stack(images),
+        fps=reader.info.fps if rate is None else rate,
+        source_indices=np.array([f.index for f in frames]),
+        timestamps=np.array([f.time for f in frames]) - frames[0].time,
+        pts=np.array([-1 if f.pts is None else f.pts for f in frames], np.int64),
+        info=reader.info,
+        damage=reader.damage() if complete else None,
+    )
 
 
 def expand_inputs(spec: str) -> list[Path]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -44,6 +44,10 @@ class PoseConfig:
     sequential_overlap: int = 20
     quadratic_overlap: bool = True
     min_registered_fraction: float = 0.9  # of the clip's frames, in one contiguous run
+    # When no method reaches min_registered_fraction, keep the longest run any method found
+    # if it has at least this many frames (None: fail). gavs-stabilize sets it and gives the
+    # rest of the shot a 2D path; prep keeps whole clips only.
+    min_partial_frames: int | None = None
     max_reprojection_error: float = 1.5  # px, mean over observations
     min_observations: int = 15  # every kept frame must observe at least this many sparse points
     min_triangulation_angle_deg: float = (
@@ -354,7 +358,7 @@ def estimate_poses(
             database.unlink()
         names = _write_frames(frames, images)
         _extract_and_match(database, images, config)
-        reasons = []
+        reasons, partial = [], None
         for method in config.methods:
             try:
                 if method == "rotation":
@@ -372,6 +376,11 @@ def estimate_poses(
             if problem is None:
                 return poses.normalised()
             reasons.append(f"{method}: {problem}")
+            if _acceptable(poses, replace(config, min_registered_fraction=0), num_frames, width) is None:
+                if partial is None or len(poses.frame_ids) > len(partial.frame_ids):
+                    partial = poses
+        if partial is not None and len(partial.frame_ids) >= (config.min_partial_frames or num_frames + 1):
+            return partial.normalised()
         raise PoseError("; ".join(reasons))
     finally:
         if own_dir:

@@ -11,7 +11,7 @@ import numpy as np
 
 from common.atomic import write_atomic
 from data_prep.schema import SchemaError, read_cameras
-from data_prep.video import VideoError, read_video
+from data_prep.video import VideoError, VideoReader, probe
 from evaluation.metrics import evaluate
 
 ROWS = [
@@ -65,19 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        inputs = read_video(args.input, args.max_frames)
-        outputs = read_video(args.output, args.max_frames)
-        poses = load_poses(args.poses, min(len(inputs.frames), len(outputs.frames))) if args.poses else None
-        if len(inputs.frames) < 2 or len(outputs.frames) < 2:
-            raise VideoError(
-                f"{args.input if len(inputs.frames) < 2 else args.output}: needs at least 2 frames"
-            )
+        infos = [probe(path) for path in (args.input, args.output)]
+        for info in infos:
+            if info.promised_frames is not None and info.promised_frames < 2:
+                raise VideoError(f"{info.path}: needs at least 2 frames")
+        promised = [i.promised_frames for i in infos if i.promised_frames is not None]
+        count = min([*promised, *([args.max_frames] if args.max_frames else [])], default=None)
+        poses = load_poses(args.poses, count or 0) if args.poses else None
     except (VideoError, SchemaError) as err:
         print(f"gavs-eval: error: {err}", file=sys.stderr)
         return 2
-    report = evaluate(
-        inputs.frames, outputs.frames, inputs.fps, poses, progress=False if args.quiet else None
-    )
+    frames = [
+        (f.image for f in VideoReader(path, limit=args.max_frames)) for path in (args.input, args.output)
+    ]
+    report = evaluate(*frames, infos[0].fps, poses, progress=False if args.quiet else None)
     report["input_path"], report["output_path"] = str(args.input), str(args.output)
     text = json.dumps(report, indent=2)
     if args.out:

@@ -27,6 +27,7 @@ no motion in the path, and a failed input->output pair is left out of C, D and s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -206,43 +207,48 @@ def valid_mask(
     return ~empty[labels]
 
 
-def temporal_flicker(frames: np.ndarray, masks: np.ndarray, progress: bool | None = None) -> float:
-    """Mean |I_t - warp(I_t+1)| on gray levels over flow-consistent, valid pixels."""
-    scale = min(1.0, REFERENCE_WIDTH / frames.shape[2])
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+def flicker_gray(frame: np.ndarray) -> np.ndarray:
+    """The gray frame flicker is measured on: at most ``REFERENCE_WIDTH`` wide."""
+    scale = min(1.0, REFERENCE_WIDTH / frame.shape[1])
+    gray = to_gray(frame)
+    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
 
-    def prep(f):
-        g = to_gray(f)
-        return cv2.resize(g, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else g
 
-    errors = []
-    gray = [prep(f) for f in frames]
-    small_masks = [
-        cv2.resize(m.astype(np.uint8), gray[0].shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
-        for m in masks
-    ]
-    h, w = gray[0].shape
+def flicker_pair(
+    dis: cv2.DISOpticalFlow, gray: tuple[np.ndarray, np.ndarray], masks: tuple[np.ndarray, np.ndarray]
+) -> float | None:
+    """Mean |I_t - warp(I_t+1)| over flow-consistent pixels valid in both frames (None if none);
+    ``gray`` from ``flicker_gray``, ``masks`` at any size."""
+    (a, b), (mask_a, mask_b) = gray, masks
+    h, w = a.shape
+    small_a, small_b = (
+        cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0 for m in (mask_a, mask_b)
+    )
     grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).astype(np.float32)
-    for t in tqdm(range(len(gray) - 1), desc="flicker", disable=_quiet(progress)):
-        forward = dis.calc(gray[t], gray[t + 1], None)
-        backward = dis.calc(gray[t + 1], gray[t], None)
-        target = grid + forward
-        warped = cv2.remap(gray[t + 1].astype(np.float32), target[..., 0], target[..., 1], cv2.INTER_LINEAR)
-        back_at_target = cv2.remap(backward, target[..., 0], target[..., 1], cv2.INTER_LINEAR)
-        consistent = np.linalg.norm(forward + back_at_target, axis=-1) < FLOW_CONSISTENCY_PX
-        inside = (
-            (target[..., 0] >= 0)
-            & (target[..., 0] <= w - 1)
-            & (target[..., 1] >= 0)
-            & (target[..., 1] <= h - 1)
-        )
-        target_valid = (
-            cv2.remap(small_masks[t + 1].astype(np.uint8), target[..., 0], target[..., 1], cv2.INTER_NEAREST)
-            > 0
-        )
-        keep = consistent & inside & small_masks[t] & target_valid
-        if keep.any():
-            errors.append(np.abs(gray[t].astype(np.float32) - warped)[keep].mean())
+    forward = dis.calc(a, b, None)
+    backward = dis.calc(b, a, None)
+    target = grid + forward
+    warped = cv2.remap(b.astype(np.float32), target[..., 0], target[..., 1], cv2.INTER_LINEAR)
+    back_at_target = cv2.remap(backward, target[..., 0], target[..., 1], cv2.INTER_LINEAR)
+    consistent = np.linalg.norm(forward + back_at_target, axis=-1) < FLOW_CONSISTENCY_PX
+    inside = (
+        (target[..., 0] >= 0) & (target[..., 0] <= w - 1) & (target[..., 1] >= 0) & (target[..., 1] <= h - 1)
+    )
+    target_valid = cv2.remap(small_b.astype(np.uint8), target[..., 0], target[..., 1], cv2.INTER_NEAREST) > 0
+    keep = consistent & inside & small_a & target_valid
+    return float(np.abs(a.astype(np.float32) - warped)[keep].mean()) if keep.any() else None
+
+
+def _dis() -> cv2.DISOpticalFlow:
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+
+def temporal_flicker(frames: np.ndarray, masks: np.ndarray, progress: bool | None = None) -> float:
+    """Mean over consecutive pairs of ``flicker_pair``."""
+    dis, gray = _dis(), [flicker_gray(f) for f in frames]
+    pairs = tqdm(range(len(gray) - 1), desc="flicker", disable=_quiet(progress))
+    errors = [flicker_pair(dis, (gray[t], gray[t + 1]), (masks[t], masks[t + 1])) for t in pairs]
+    errors = [e for e in errors if e is not None]
     return float(np.mean(errors)) if errors else float("nan")
 
 
@@ -257,59 +263,96 @@ def _laplacian_variance(frame: np.ndarray, mask: np.ndarray) -> float:
     return float(lap[mask].var()) if mask.sum() > 100 else float("nan")
 
 
-def sharpness_ratio(
-    inputs: np.ndarray, outputs: np.ndarray, homographies: list[np.ndarray | None], out_masks: np.ndarray
-) -> float:
-    """Median over frames of Laplacian variance (output / input) on the regions both show."""
+def frame_sharpness(
+    frame_in: np.ndarray, frame_out: np.ndarray, H: np.ndarray | None, valid: np.ndarray
+) -> float | None:
+    """Laplacian variance of the output over the input's on the region both show (None when
+    the pair did not match or shares too little)."""
+    if H is None:
+        return None
     kernel = np.ones((7, 7), np.uint8)
-    ratios = []
-    for frame_in, frame_out, H, valid in zip(inputs, outputs, homographies, out_masks, strict=True):
-        if H is None:
-            continue
-        h_in, w_in = frame_in.shape[:2]
-        h_out, w_out = frame_out.shape[:2]
-        H_cv = to_opencv_pixels(H)
-        covered = cv2.warpPerspective(np.ones((h_in, w_in), np.uint8), H_cv, (w_out, h_out)) > 0
-        shared_out = cv2.erode((covered & valid).astype(np.uint8), kernel) > 0
-        shared_in = cv2.warpPerspective(
-            shared_out.astype(np.uint8), H_cv, (w_in, h_in), flags=cv2.WARP_INVERSE_MAP
-        )
-        shared_in = cv2.erode(shared_in, kernel) > 0
-        var_in, var_out = _laplacian_variance(frame_in, shared_in), _laplacian_variance(frame_out, shared_out)
-        if np.isfinite(var_in) and np.isfinite(var_out) and var_in > 0:
-            ratios.append(var_out / var_in)
-    return float(np.median(ratios)) if ratios else float("nan")
+    h_in, w_in = frame_in.shape[:2]
+    h_out, w_out = frame_out.shape[:2]
+    H_cv = to_opencv_pixels(H)
+    covered = cv2.warpPerspective(np.ones((h_in, w_in), np.uint8), H_cv, (w_out, h_out)) > 0
+    shared_out = cv2.erode((covered & valid).astype(np.uint8), kernel) > 0
+    shared_in = cv2.warpPerspective(
+        shared_out.astype(np.uint8), H_cv, (w_in, h_in), flags=cv2.WARP_INVERSE_MAP
+    )
+    shared_in = cv2.erode(shared_in, kernel) > 0
+    var_in, var_out = _laplacian_variance(frame_in, shared_in), _laplacian_variance(frame_out, shared_out)
+    return var_out / var_in if np.isfinite(var_in) and np.isfinite(var_out) and var_in > 0 else None
+
+
+def sampson_errors(
+    a: Features, b: Features, K: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray
+) -> np.ndarray:
+    """Epipolar residuals (px) of the matches between two frames under their poses."""
+    pts_a, pts_b = match(a, b)
+    if len(pts_a) <= 10:
+        return np.zeros(0)
+    K = torch.from_numpy(np.asarray(K, np.float64))
+    a_to_b = relative_pose(
+        torch.from_numpy(np.asarray(c2w_a, np.float64)), torch.from_numpy(np.asarray(c2w_b, np.float64))
+    )
+    residual = epipolar_residual(
+        torch.from_numpy(pts_a).double(), torch.from_numpy(pts_b).double(), K, K, a_to_b
+    )
+    return residual.numpy()
 
 
 def geometry_consistency(features: list[Features], K: np.ndarray, c2w: np.ndarray) -> float:
     """Median epipolar residual (px) of matches between output frames 1-3 apart under the poses."""
-    Ks = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(K, (len(features), 3, 3)), np.float64))
-    poses = torch.from_numpy(np.asarray(c2w, np.float64))
-    errors = []
-    for gap in SAMPSON_GAPS:
-        for t in range(len(features) - gap):
-            pts_a, pts_b = match(features[t], features[t + gap])
-            if len(pts_a) <= 10:
-                continue
-            a_to_b = relative_pose(poses[t], poses[t + gap])
-            residual = epipolar_residual(
-                torch.from_numpy(pts_a).double(), torch.from_numpy(pts_b).double(), Ks[t], Ks[t + gap], a_to_b
-            )
-            errors.append(residual.numpy())
-    return float(np.median(np.concatenate(errors))) if errors else float("nan")
-
-
-def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+    errors = [
+        sampson_errors(features[t], features[t + gap], K, c2w[t], c2w[t + gap])
+        for gap in SAMPSON_GAPS
+        for t in range(len(features) - gap)
+    ]
+    errors = np.concatenate(errors) if errors else np.zeros(0)
+    return float(np.median(errors)) if len(errors) else float("nan")
 
 
 # The input scored against itself has these at 1 by definition; the report leaves them None.
 BY_DEFINITION_FOR_INPUT = ("C", "D", "valid_ratio", "valid_ratio_min", "sharpness")
 
 
+class _PathTrack:
+    """One video's frame-to-frame motion and flicker, fed one frame at a time."""
+
+    def __init__(self) -> None:
+        self.steps: list[np.ndarray | None] = []
+        self.similarity_steps: list[np.ndarray | None] = []
+        self.flicker: list[float] = []
+        self.previous: tuple[Features, np.ndarray, np.ndarray] | None = None
+        self.dis = _dis()
+
+    def add(self, features: Features, frame: np.ndarray, mask: np.ndarray, step: tuple | None = None) -> None:
+        """``step``: the (homography, similarity) from the previous frame, when known already."""
+        gray = flicker_gray(frame)
+        if self.previous is not None:
+            last_features, last_gray, last_mask = self.previous
+            if step is None:
+                pairs = match(last_features, features)
+                step = fit_homography(*pairs), fit_similarity(*pairs)
+            self.steps.append(step[0])
+            self.similarity_steps.append(step[1])
+            error = flicker_pair(self.dis, (last_gray, gray), (last_mask, mask))
+            if error is not None:
+                self.flicker.append(error)
+        self.previous = (features, gray, mask)
+
+    def scores(self, width: int, height: int, fps: float, failed: int, total: int) -> dict:
+        return {
+            **stability(self.steps),
+            "jitter_px": residual_jitter(self.similarity_steps, width, height, fps),
+            "flicker": float(np.mean(self.flicker)) if self.flicker else float("nan"),
+            "unmatched_share": failed / max(total, 1),
+        }
+
+
 def evaluate(
-    inputs: np.ndarray,
-    outputs: np.ndarray,
+    inputs: Iterable[np.ndarray],
+    outputs: Iterable[np.ndarray],
     fps: float,
     poses: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool | None = None,
@@ -317,32 +360,58 @@ def evaluate(
 ) -> dict:
     """Score ``outputs`` against ``inputs``, and the input against itself, side by side.
 
-    ``inputs`` and ``outputs`` are ``[T, H, W, 3]`` uint8. An output of another size is resized
-    to the input's, so that C and D compare like with like; the frame counts must agree (the
-    shorter length is used and both counts are reported). ``poses`` is ``(K, c2w)`` of the
-    output frames, for the geometry-consistency score. ``input_motion``, from
-    ``analyse_motion(inputs)``, saves re-analysing an input scored against several outputs.
+    ``inputs`` and ``outputs`` are ``[H, W, 3]`` uint8 frames, read one pair at a time (arrays
+    or generators): nothing but features and per-frame scores is kept, so a long clip scores
+    in bounded memory. An output of another size is resized to the input's, so that C and D
+    compare like with like; the frame counts must agree (the shorter length is used and both
+    counts are reported). ``poses`` is ``(K, c2w)`` of the output frames, for the
+    geometry-consistency score. ``input_motion``, from ``analyse_motion(inputs)``, saves
+    re-analysing an input scored against several outputs.
     """
-    counts = {"input_frames": len(inputs), "output_frames": len(outputs)}
-    n = min(len(inputs), len(outputs))
-    height, width = inputs.shape[1:3]
-    resized = outputs.shape[1:3] != inputs.shape[1:3]
-    inputs = inputs[:n]
-    outputs = _resize_frames(outputs[:n], (width, height)) if resized else outputs[:n]
-
-    motion_in = input_motion.head(n) if input_motion else analyse_motion(inputs, "SIFT input", progress)
-    motion_out = analyse_motion(outputs, "SIFT output", progress)
-    to_output = [homography(a, b) for a, b in zip(motion_in.features, motion_out.features, strict=True)]
-    masks_in = np.ones(inputs.shape[:3], bool)  # the input is the reference: valid by definition
-    masks_out = np.stack([valid_mask(o, i, H) for o, i, H in zip(outputs, inputs, to_output, strict=True)])
-
-    def scores(frames, motion, masks, pairs_failed, pairs_total):
-        return {
-            **stability(motion.steps),
-            "jitter_px": residual_jitter(motion.similarity_steps, width, height, fps),
-            "flicker": temporal_flicker(frames, masks, progress),
-            "unmatched_share": pairs_failed / max(pairs_total, 1),
-        }
+    detector = cv2.SIFT_create()
+    track_in, track_out = _PathTrack(), _PathTrack()
+    to_output: list[np.ndarray | None] = []
+    valid_shares, sharpness, sampson = [], [], []
+    recent: list[Features] = []  # the last output frames' features, for geometry consistency
+    inputs, outputs = iter(inputs), iter(outputs)
+    n, size, resized, unpaired_input = 0, None, False, 0
+    bar = tqdm(desc="evaluate", disable=_quiet(progress), unit="frame")
+    while (frame_in := next(inputs, None)) is not None:
+        frame_out = next(outputs, None)
+        if frame_out is None:
+            unpaired_input = 1
+            break
+        bar.update()
+        if size is None:
+            size = frame_in.shape[1], frame_in.shape[0]
+        if frame_out.shape[:2] != frame_in.shape[:2]:
+            frame_out, resized = cv2.resize(frame_out, size, interpolation=cv2.INTER_AREA), True
+        known = input_motion is not None and n < len(input_motion.features)
+        features_in = input_motion.features[n] if known else sift_features(frame_in, detector)
+        step = None
+        if known and n > 0:
+            step = input_motion.steps[n - 1], input_motion.similarity_steps[n - 1]
+        features_out = sift_features(frame_out, detector)
+        H = homography(features_in, features_out)
+        mask = valid_mask(frame_out, frame_in, H)
+        track_in.add(features_in, frame_in, np.ones(frame_in.shape[:2], bool), step)
+        track_out.add(features_out, frame_out, mask)
+        to_output.append(H)
+        valid_shares.append(float(mask.mean()))
+        sharpness.append(frame_sharpness(frame_in, frame_out, H, mask))
+        if poses is not None and n < len(poses[1]):
+            K, c2w = poses
+            for gap, earlier in zip(SAMPSON_GAPS, reversed(recent), strict=False):
+                sampson.append(sampson_errors(earlier, features_out, K, c2w[n - gap], c2w[n]))
+            recent = [*recent, features_out][-max(SAMPSON_GAPS) :]
+        n += 1
+    bar.close()
+    counts = {
+        "input_frames": n + unpaired_input + sum(1 for _ in inputs),
+        "output_frames": n + sum(1 for _ in outputs),
+    }
+    width, height = size or (0, 0)
+    sharp = [r for r in sharpness if r is not None]
 
     # The input scored against itself: its homography to itself is the identity, so C, D,
     # sharpness and the valid ratio are 1 by definition. They are None (not measured), and
@@ -355,23 +424,23 @@ def evaluate(
         "fps": fps,
         "input": {
             **dict.fromkeys(BY_DEFINITION_FOR_INPUT),
-            **scores(inputs, motion_in, masks_in, motion_in.unmatched_steps, n - 1),
+            **track_in.scores(width, height, fps, sum(h is None for h in track_in.steps), n - 1),
         },
         "output": {
             **crop_and_distortion(to_output),
-            "valid_ratio": float(masks_out.mean()),
-            "valid_ratio_min": float(masks_out.mean(axis=(1, 2)).min()),
-            "sharpness": sharpness_ratio(inputs, outputs, to_output, masks_out),
-            **scores(
-                outputs,
-                motion_out,
-                masks_out,
-                motion_out.unmatched_steps + sum(h is None for h in to_output),
+            "valid_ratio": float(np.mean(valid_shares)) if valid_shares else float("nan"),
+            "valid_ratio_min": float(np.min(valid_shares)) if valid_shares else float("nan"),
+            "sharpness": float(np.median(sharp)) if sharp else float("nan"),
+            **track_out.scores(
+                width,
+                height,
+                fps,
+                sum(h is None for h in track_out.steps) + sum(h is None for h in to_output),
                 2 * n - 1,
             ),
         },
     }
     if poses is not None:
-        K, c2w = poses
-        report["output"]["sampson_px"] = geometry_consistency(motion_out.features, K, c2w[:n])
+        errors = np.concatenate(sampson) if sampson else np.zeros(0)
+        report["output"]["sampson_px"] = float(np.median(errors)) if len(errors) else float("nan")
     return report

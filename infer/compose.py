@@ -53,14 +53,18 @@ def origin_features(origin: Tensor, dtype: torch.dtype = torch.float32) -> Tenso
 
 @dataclass
 class Composed:
-    frames: np.ndarray  # [B, H, W, 3] uint8 at the output size
+    frames: np.ndarray  # [B, H, W, 3] at the output size, the source's dtype (uint8 without one)
     origin_shares: np.ndarray  # [B, 4] share of output pixels per ORIGINS entry
 
 
 def _inpaint(frame: np.ndarray, holes: np.ndarray, radius: int) -> np.ndarray:
     if not holes.any():
         return frame
-    return cv2.inpaint(frame, holes.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    mask = holes.astype(np.uint8)
+    if frame.dtype == np.uint8:
+        return cv2.inpaint(frame, mask, radius, cv2.INPAINT_TELEA)
+    # OpenCV inpaints 16-bit images one channel at a time
+    return np.stack([cv2.inpaint(frame[..., c], mask, radius, cv2.INPAINT_TELEA) for c in range(3)], -1)
 
 
 def source_pixels(depth: Tensor, K: Tensor, to_source: Tensor) -> Tensor:
@@ -76,7 +80,7 @@ def source_pixels(depth: Tensor, K: Tensor, to_source: Tensor) -> Tensor:
 
 
 def resample(frames: np.ndarray, uv: Tensor) -> Tensor:
-    """``[B, 3, H, W]`` in [0, 1]: ``frames [B, H, W, 3]`` uint8 sampled at pixel coordinates
+    """``[B, 3, H, W]`` in [0, 1]: ``frames [B, H, W, 3]`` (uint8 or uint16) sampled at pixel coordinates
     ``uv [B, 2, H, W]`` (centres at +0.5) with OpenCV's 8x8 Lanczos kernel. Bicubic sampling
     at sub-pixel offsets keeps 0.81-0.83 of a real clip's Laplacian variance under a
     1-degree rotation, Lanczos 0.91. Torch has no Lanczos sampler, so on CUDA the warp
@@ -88,7 +92,7 @@ def resample(frames: np.ndarray, uv: Tensor) -> Tensor:
             for frame, m in zip(frames, maps, strict=True)
         ]
     )
-    return torch.from_numpy(sampled).permute(0, 3, 1, 2).float().div(255)
+    return torch.from_numpy(sampled.astype(np.float32)).permute(0, 3, 1, 2).div(np.iinfo(frames.dtype).max)
 
 
 @torch.no_grad()
@@ -111,7 +115,8 @@ def compose(
         features: ``[B, FEATURES, h, w]`` composited ``origin_features``.
         K: ``[B, 3, 3]`` working-size intrinsics of the render and of the source.
         to_source: ``[B, 4, 4]`` from the rendered (smoothed) camera to the source camera.
-        source: ``[B, H, W, 3]`` uint8, the input frames at the output size, or None to output
+        source: ``[B, H, W, 3]`` uint8 or uint16, the input frames at the output size (the
+            output keeps their dtype), or None to output
             the working size without detail transfer.
     """
     h, w = color.shape[-2:]
@@ -137,7 +142,8 @@ def compose(
         shares = up(shares)
     origin = shares.argmax(1, keepdim=True)
     origin = torch.where(covered, origin, torch.full_like(origin, 3))
-    frames = out.clamp(0, 1).permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()
+    dtype = np.uint8 if source is None else source.dtype
+    frames = out.clamp(0, 1).permute(0, 2, 3, 1).mul(np.iinfo(dtype).max).round().cpu().numpy().astype(dtype)
     holes = (~covered[:, 0]).cpu().numpy()
     frames = np.stack([_inpaint(f, m, inpaint_radius) for f, m in zip(frames, holes, strict=True)])
     counts = F.one_hot(origin[:, 0].long(), len(ORIGINS)).float().mean((1, 2)).cpu().numpy()

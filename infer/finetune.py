@@ -59,8 +59,9 @@ class FinetuneConfig:
     """Optimisation steps per posed frame (GaVS: 3), clamped to [min_steps, max_steps]."""
     min_steps: int = 60
     """Fewest steps, however short the clip."""
-    max_steps: int = 1500
-    """Most steps, however long the clip."""
+    max_steps: int | None = None
+    """Most steps per segment; None (the default) keeps the cost per frame the same however
+    long the clip."""
     lr: float = 5e-4
     """Learning rate at the first step; a cosine takes it to min_lr at the last."""
     min_lr: float = 5e-5
@@ -92,7 +93,8 @@ class FinetuneConfig:
 
 
 def step_count(frames: int, config: FinetuneConfig) -> int:
-    return int(min(config.max_steps, max(config.min_steps, round(config.steps_per_frame * frames))))
+    steps = max(config.min_steps, round(config.steps_per_frame * frames))
+    return int(steps if config.max_steps is None else min(config.max_steps, steps))
 
 
 class FlowCache:

@@ -4,13 +4,16 @@ comparison and the camera-path plot. Every file appears complete or not at all."
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import numpy as np
 
 from common.atomic import atomic_path
-from data_prep.video import VideoError, write_video
+from data_prep.video import Encoding, VideoError, VideoWriter
 
 
 def _mux_audio(video_only: Path, source: Path, destination: Path, duration: float) -> bool:
@@ -38,39 +41,50 @@ def _mux_audio(video_only: Path, source: Path, destination: Path, duration: floa
 def write_output(
     source: Path,
     output: Path,
-    frames: np.ndarray,
-    fps: float,
-    side_by_side: np.ndarray | None = None,
-    crf: int = 18,
-    tune: str | None = None,
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    pts: np.ndarray,
+    encoding: Encoding,
+    duration: float,
+    side_by_side: bool = False,
 ) -> list[Path]:
-    """H.264 ``output`` (x264 ``crf`` and ``tune``) with the source's audio; with
-    ``side_by_side`` (the input frames), also ``OUT.side-by-side.mp4``: input left, output
-    right. Returns the paths written."""
+    """Encode ``(input frame, output frame)`` pairs as they come into ``output``, with
+    ``source``'s audio up to ``duration`` s; with ``side_by_side``, also
+    ``OUT.side-by-side.mp4`` (input left, output right). ``pts [T]`` are the frames'
+    timestamps in ``encoding.time_base``. Returns the paths written; all appear complete or
+    not at all."""
     video_only = output.with_name(f".{output.stem}.video{output.suffix}")
+    side_path = output.with_name(f"{output.stem}.side-by-side{output.suffix}")
+    side_encoding = replace(
+        encoding, width=2 * encoding.width, chroma="444" if encoding.height % 2 else "420"
+    )
     try:
+        with ExitStack() as stack:
+            main = stack.enter_context(VideoWriter(video_only, encoding))
+            side = stack.enter_context(VideoWriter(side_path, side_encoding)) if side_by_side else None
+            for index, (frame_in, frame_out) in enumerate(pairs):
+                main.write(frame_out, int(pts[index]))
+                if side is not None:
+                    side.write(np.concatenate([frame_in, frame_out], axis=1), int(pts[index]))
         with atomic_path(output) as muxed:
-            write_video(video_only, frames, fps, crf=crf, tune=tune)
             try:
-                has_audio = _mux_audio(video_only, source, muxed, len(frames) / fps)
+                has_audio = _mux_audio(video_only, source, muxed, duration)
             except av.FFmpegError as err:
                 raise VideoError(f"{output}: cannot copy the input's audio ({err})") from err
             if not has_audio:
                 os.replace(video_only, muxed)
+    except BaseException:
+        side_path.unlink(missing_ok=True)
+        raise
     finally:
         video_only.unlink(missing_ok=True)
-    written = [output]
-    if side_by_side is not None:
-        pairs = (np.concatenate([a, b], axis=1) for a, b in zip(side_by_side, frames, strict=True))
-        written.append(
-            write_video(output.with_name(f"{output.stem}.side-by-side{output.suffix}"), pairs, fps)
-        )
-    return written
+    return [output, side_path] if side_by_side else [output]
 
 
-def plot_paths(original: np.ndarray, smoothed: np.ndarray, path: Path) -> Path:
-    """PNG of camera centres and rotations (axis-angle relative to the first frame), before
-    and after smoothing."""
+def plot_paths(segments: list[tuple[int, np.ndarray, np.ndarray]], path: Path) -> Path:
+    """PNG of camera centres and rotations (axis-angle relative to each segment's first
+    frame), before and after smoothing, for ``(first frame, original [n, 4, 4], smoothed [n,
+    4, 4])`` per 3D segment (each has its own reconstruction, so each starts from zero)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,17 +92,21 @@ def plot_paths(original: np.ndarray, smoothed: np.ndarray, path: Path) -> Path:
     from scipy.spatial.transform import Rotation
 
     figure, axes = plt.subplots(2, 3, figsize=(12, 5), sharex=True)
-    for c2w, style, label in ((original, "-", "input"), (smoothed, "-", "smoothed")):
-        centres = c2w[:, :3, 3]
-        rotations = Rotation.from_matrix(c2w[0, :3, :3].T @ c2w[:, :3, :3]).as_rotvec(degrees=True)
-        for axis in range(3):
-            axes[0, axis].plot(centres[:, axis], style, label=label, linewidth=1)
-            axes[1, axis].plot(rotations[:, axis], style, label=label, linewidth=1)
+    for index, (start, *paths) in enumerate(segments):
+        for c2w, colour, label in zip(paths, ("C0", "C1"), ("input", "smoothed"), strict=True):
+            frames = start + np.arange(len(c2w))
+            centres = c2w[:, :3, 3] - c2w[0, :3, 3]
+            rotations = Rotation.from_matrix(c2w[0, :3, :3].T @ c2w[:, :3, :3]).as_rotvec(degrees=True)
+            for axis in range(3):
+                name = label if index == 0 else None
+                axes[0, axis].plot(frames, centres[:, axis], color=colour, label=name, linewidth=1)
+                axes[1, axis].plot(frames, rotations[:, axis], color=colour, label=name, linewidth=1)
     for axis, name in enumerate("xyz"):
         axes[0, axis].set_title(f"camera centre {name} (scene units)")
         axes[1, axis].set_title(f"rotation about {name} (degrees)")
-        axes[1, axis].set_xlabel("posed frame")
-    axes[0, 0].legend()
+        axes[1, axis].set_xlabel("frame")
+    if segments:
+        axes[0, 0].legend()
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=100)

@@ -1,47 +1,143 @@
-"""Stage 1 of gavs-stabilize: decode the clip and pose it, with data_prep's own code, cached.
+"""Stage 1 of gavs-stabilize: decode the clip, split it into shots, and pose each shot, with
+data_prep's own code, cached.
 
-Decoding is ``data_prep.ingest`` (PyAV, working resolution by the longer side); poses are
-``data_prep.poses.estimate_poses`` with its fallbacks (global SfM, incremental, rotation
-only). Frames it could not pose are never given invented poses: ``PosedClip.frame_ids``
-lists the frames that have them. The result is stored in the work directory under a key of
-the input's bytes and every setting that changes it, so a rerun with other smoothing or
-rendering settings skips this stage.
+Decoding is ``data_prep.ingest`` (PyAV, upright, working resolution by the longer side),
+shots are ``data_prep.shots.detect_shots`` (hard cuts), and poses are
+``data_prep.poses.estimate_poses`` with its fallbacks, run on each shot on its own. SfM keeps
+the longest run of frames it can pose; the rest of the shot is posed again on its own, and a
+stretch that still cannot be posed (a whip pan, blank frames) becomes a 2D segment, which
+``infer.planar`` stabilizes. No frame is ever given an invented 3D pose.
+
+The result is stored in the work folder under a key of the input's bytes and every setting
+that changes it. The working-size frames are kept there as a ``.npy`` and memory-mapped, so a
+long clip does not have to sit in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from common.atomic import atomic_path
 from data_prep.ingest import ingest
-from data_prep.poses import PoseConfig, estimate_poses
+from data_prep.poses import PoseConfig, PoseError, estimate_poses
 from data_prep.schema import ClipPoses, read_posed_npz, write_posed_npz
+from data_prep.shots import detect_shots
+from data_prep.video import VideoError, VideoInfo, probe
 from model.release import sha256
+
+MIN_FRAMES = 3  # fewer frames have no path to smooth
 
 
 @dataclass
 class PosedClip:
-    frames: np.ndarray  # [T, H, W, 3] uint8: every decoded frame at the working resolution
+    """Frames that share one reconstruction: a 3D segment, as finetuning and rendering see it."""
+
+    frames: np.ndarray  # [T, H, W, 3] uint8 at the working resolution
     fps: float
-    source_size: tuple[int, int]  # (width, height) of the input video
+    source_size: tuple[int, int]  # (width, height) of the input video, as displayed
     poses: ClipPoses  # poses of frames[poses.frame_ids], OpenCV c2w, median sparse depth 1
+
+
+@dataclass
+class Segment:
+    """A run of frames inside one shot, stabilized one way: 3D (posed) or 2D (not)."""
+
+    start: int  # first frame, as an index into the clip
+    end: int  # one past the last
+    shot: int
+    poses: ClipPoses | None  # every frame's pose (frame_ids 0..n-1), or None for a 2D segment
+    reason: str  # 3D: the pose method; 2D: why SfM could not pose it
+
+    @property
+    def method(self) -> str:
+        return "3d" if self.poses is not None else "2d"
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class DecodedClip:
+    """The whole clip: working-size frames, timing, shots and segments."""
+
+    frames: np.ndarray  # [T, H, W, 3] uint8 at the working resolution (memory-mapped)
+    pts: np.ndarray  # [T] int64 presentation timestamps in info.time_base (-1: none in the file)
+    info: VideoInfo
+    damage: str | None  # the decoder's warning, when less decoded than the container promised
+    shots: list[tuple[int, int]]
+    segments: list[Segment]  # in order, covering every frame
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    def posed(self, segment: Segment) -> PosedClip:
+        """A 3D segment as its own clip."""
+        frames = self.frames[segment.start : segment.end]
+        return PosedClip(frames, self.fps, self.info.size, segment.poses)
+
+    def frame_methods(self) -> list[str]:
+        """ "3d" or "2d" for every frame."""
+        return [s.method for s in self.segments for _ in range(s.length)]
 
 
 def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save(path: Path, clip: PosedClip) -> None:
-    write_posed_npz(path, clip.poses, clip.fps, frames=clip.frames, source_size=np.array(clip.source_size))
+def pose_stretch(frames: np.ndarray, start: int, end: int, shot: int, config: PoseConfig) -> list[Segment]:
+    """Segments covering ``frames[start:end]``: SfM's longest posed run, and the frames on
+    either side posed again on their own, down to stretches too short for SfM (2D)."""
+    minimum = config.min_partial_frames or 1
+    if end - start < minimum:
+        return [Segment(start, end, shot, None, f"{end - start} frames, fewer than SfM needs ({minimum})")]
+    try:
+        poses = estimate_poses(frames[start:end], config)
+    except PoseError as err:
+        return [Segment(start, end, shot, None, str(err))]
+    first, last = start + int(poses.frame_ids[0]), start + int(poses.frame_ids[-1]) + 1
+    own = Segment(first, last, shot, replace(poses, frame_ids=np.arange(last - first)), poses.pose_method)
+    before = pose_stretch(frames, start, first, shot, config) if first > start else []
+    after = pose_stretch(frames, last, end, shot, config) if last < end else []
+    return [*before, own, *after]
 
 
-def _load(path: Path) -> PosedClip:
-    poses, fps, arrays = read_posed_npz(path)
-    return PosedClip(arrays["frames"], fps, tuple(int(v) for v in arrays["source_size"]), poses)
+def _save(folder: Path, clip: DecodedClip) -> None:
+    with atomic_path(folder, folder=True) as tmp:
+        np.save(tmp / "frames.npy", clip.frames)
+        np.save(tmp / "pts.npy", clip.pts)
+        segments = []
+        for k, segment in enumerate(clip.segments):
+            if segment.poses is not None:
+                write_posed_npz(tmp / f"segment-{k}.npz", segment.poses, clip.fps)
+            segments.append({"start": segment.start, "end": segment.end, "shot": segment.shot})
+            segments[-1]["reason"] = segment.reason
+        record = {"shots": clip.shots, "segments": segments, "damage": clip.damage}
+        (tmp / "clip.json").write_text(json.dumps(record, indent=1))
+
+
+def _load(folder: Path, info: VideoInfo) -> DecodedClip:
+    record = json.loads((folder / "clip.json").read_text())
+    segments = []
+    for k, s in enumerate(record["segments"]):
+        path = folder / f"segment-{k}.npz"
+        poses = read_posed_npz(path)[0] if path.is_file() else None
+        segments.append(Segment(s["start"], s["end"], s["shot"], poses, s["reason"]))
+    return DecodedClip(
+        frames=np.load(folder / "frames.npy", mmap_mode="r"),
+        pts=np.load(folder / "pts.npy"),
+        info=info,
+        damage=record["damage"],
+        shots=[tuple(s) for s in record["shots"]],
+        segments=segments,
+    )
 
 
 def decode_and_pose(
@@ -50,16 +146,32 @@ def decode_and_pose(
     resolution: int,
     max_frames: int | None = None,
     config: PoseConfig | None = None,
-) -> tuple[PosedClip, str, bool]:
-    """The posed clip, its cache key (later stages build on it), and whether it came from the
-    cache. Raises VideoError or PoseError."""
+    *,
+    strict: bool = False,
+    progress: bool = False,
+) -> tuple[DecodedClip, str, bool]:
+    """The decoded, segmented and posed clip, its cache key (later stages build on it), and
+    whether it came from the cache. Raises VideoError for a clip too short to stabilize, and,
+    with ``strict``, for a damaged one (before any pose work)."""
     config = config or PoseConfig()
-    key = cache_key("poses/2", sha256(video), resolution, max_frames, asdict(config))
-    path = work_dir / "poses" / f"{key}.npz"
-    if path.is_file():
-        return _load(path), key, True
+    info = probe(video)
+    key = cache_key("poses/3", sha256(video), resolution, max_frames, asdict(config))
+    folder = work_dir / "poses" / key
+    if (folder / "clip.json").is_file():
+        clip = _load(folder, info)
+        if strict and clip.damage:
+            raise VideoError(f"{clip.damage} (--strict)")
+        return clip, key, True
     decoded = ingest(video, max_side=resolution, max_frames=max_frames)
-    clip = PosedClip(decoded.frames, decoded.fps, decoded.source_size, estimate_poses(decoded.frames, config))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save(path, clip)
-    return clip, key, False
+    if strict and decoded.damage:
+        raise VideoError(f"{decoded.damage} (--strict)")
+    if len(decoded.frames) < MIN_FRAMES:
+        raise VideoError(f"{video}: {len(decoded.frames)} frames; stabilizing needs at least {MIN_FRAMES}")
+    shots = detect_shots(decoded.frames)
+    segments = []
+    for shot, (start, end) in enumerate(tqdm(shots, desc="poses (shots)", disable=not progress)):
+        segments += pose_stretch(decoded.frames, start, end, shot, config)
+    clip = DecodedClip(decoded.frames, decoded.pts, decoded.info, decoded.damage, shots, segments)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _save(folder, clip)
+    return _load(folder, info), key, False

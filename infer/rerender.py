@@ -14,14 +14,14 @@ For each posed frame:
 4. all of them are rendered from the smoothed camera (``relative_pose(original, smoothed)``),
    and ``infer.compose`` makes the output frame (detail transfer, inpainting, attribution).
 
-Unposed frames are copied through, resized to the output size.
+The stage streams: frames are rendered in batches, in order, and handed on to be encoded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -64,13 +64,6 @@ class RenderConfig:
     """Output pixels with less render opacity are inpainted."""
     inpaint_radius: int = 3
     """Inpainting radius, in pixels at the output size."""
-
-
-@dataclass
-class Rendered:
-    frames: np.ndarray  # [T, H, W, 3] uint8 at the output size
-    origin_shares: np.ndarray  # [T, 4] per ORIGINS entry; unposed frames count as source
-    canvas_filled: float  # share of the padding filled from neighbours, over posed frames
 
 
 def gaussian_origins(valid: Tensor, layers: int, filled: Tensor | None = None) -> Tensor:
@@ -215,61 +208,68 @@ class _Scene:
         return Gaussians.cat(parts)
 
 
-@torch.no_grad()
-def render_stabilized(
-    net: GaussianPredictor,
-    clip: PosedClip,
-    *,
-    smoothed: np.ndarray,
-    pad: float,
-    config: RenderConfig,
-    backend: Backend = "auto",
-    device: torch.device,
-    progress: bool = True,
-    full_frames: np.ndarray | None = None,
-) -> Rendered:
-    """Every frame at its smoothed pose (posed frames) or as it was (unposed ones).
+class SegmentRenderer:
+    """The render stage of one 3D segment, as a stream: ``frames(full_frames)`` yields each
+    output frame and its pixel-origin shares in order, reading the input frames at the output
+    size as it goes, so no more than a batch of them is ever held.
 
-    ``smoothed [T_posed, 4, 4]`` are the posed frames' new camera-to-world poses; ``pad`` is
-    the canvas padding the network saw in finetuning. ``full_frames`` are the input frames at
-    the output size (detail transfer); without them the output has the working size.
+    ``smoothed [T, 4, 4]`` are the new camera-to-world poses of every frame of ``clip`` (all
+    posed); ``pad`` is the canvas padding the network saw in finetuning.
     """
-    ids = clip.poses.frame_ids
-    h, w = clip.frames.shape[1:3]
-    out_h, out_w = full_frames.shape[1:3] if full_frames is not None else (h, w)
-    frames = np.empty((len(clip.frames), out_h, out_w, 3), np.uint8)
-    source_frames = full_frames if full_frames is not None else clip.frames
-    for index in np.setdiff1d(np.arange(len(frames)), ids):  # unposed: copied through (posed: rendered)
-        frame = source_frames[index]
-        frames[index] = frame if frame.shape[:2] == (out_h, out_w) else cv2.resize(frame, (out_w, out_h))
-    shares = np.zeros((len(clip.frames), len(ORIGINS)))
-    shares[:, SOURCE] = 1.0
-    scene = _Scene(net, clip, pad, config, device, progress)
-    K = scene.K
-    target = torch.from_numpy(smoothed).float().to(device)
-    bar = tqdm(range(0, len(ids), config.batch), desc="render", disable=not progress, dynamic_ncols=True)
-    for start in bar:
-        batch = list(range(start, min(start + config.batch, len(ids))))
-        sets = [scene.with_neighbours(i) for i in batch]
-        count = max(g.count for g in sets)
-        gaussians = Gaussians.cat([_pad_to(g, count)[None] for g in sets], dim=0)
-        B = len(batch)
-        viewmats = relative_pose(scene.c2w[batch], target[batch])  # source camera -> smoothed camera
-        Ks = K.expand(B, 3, 3)
-        result = render(gaussians, viewmats[:, None], Ks[:, None], w, h, backend=backend)
-        source = full_frames[ids[batch]] if full_frames is not None else None
-        composed = compose(
-            color=result.color[:, 0],
-            alpha=result.alpha[:, 0],
-            depth=result.depth[:, 0],
-            features=result.features[:, 0],
-            K=Ks,
-            to_source=torch.linalg.inv(viewmats),
-            source=source,
-            min_alpha=config.min_alpha,
-            inpaint_radius=config.inpaint_radius,
-        )
-        frames[ids[batch]] = composed.frames
-        shares[ids[batch]] = composed.origin_shares
-    filled = float(np.mean(scene.filled_share)) if scene.filled_share else 0.0
-    return Rendered(frames, shares, filled)
+
+    def __init__(
+        self,
+        net: GaussianPredictor,
+        clip: PosedClip,
+        *,
+        smoothed: np.ndarray,
+        pad: float,
+        config: RenderConfig,
+        backend: Backend = "auto",
+        device: torch.device,
+        progress: bool = True,
+    ) -> None:
+        if len(clip.poses.frame_ids) != len(clip.frames):
+            raise ValueError(
+                f"a segment renders posed frames only: {len(clip.poses.frame_ids)} of {len(clip.frames)}"
+            )
+        self.clip, self.smoothed, self.config, self.backend = clip, smoothed, config, backend
+        self.progress = progress
+        self.scene = _Scene(net, clip, pad, config, device, progress)
+
+    @property
+    def canvas_filled(self) -> float:
+        """Share of the padding filled from neighbours, over the frames rendered so far."""
+        return float(np.mean(self.scene.filled_share)) if self.scene.filled_share else 0.0
+
+    @torch.no_grad()
+    def frames(self, full_frames: Iterator[np.ndarray] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(frame [H, W, 3], origin shares [4])`` per frame; ``full_frames`` are the input
+        frames at the output size (detail transfer), None for output at the working size."""
+        scene, count = self.scene, len(self.clip.frames)
+        h, w = self.clip.frames.shape[1:3]
+        target = torch.from_numpy(self.smoothed).float().to(scene.device)
+        steps = range(0, count, self.config.batch)
+        for start in tqdm(steps, desc="render", disable=not self.progress, dynamic_ncols=True):
+            batch = list(range(start, min(start + self.config.batch, count)))
+            sets = [scene.with_neighbours(i) for i in batch]
+            size = max(g.count for g in sets)
+            gaussians = Gaussians.cat([_pad_to(g, size)[None] for g in sets], dim=0)
+            viewmats = relative_pose(scene.c2w[batch], target[batch])  # source camera -> smoothed camera
+            Ks = scene.K.expand(len(batch), 3, 3)
+            result = render(gaussians, viewmats[:, None], Ks[:, None], w, h, backend=self.backend)
+            inverse = torch.linalg.inv(viewmats)
+            for b in range(len(batch)):  # one at a time: full-size intermediates of one frame only
+                source = None if full_frames is None else next(full_frames)[None]
+                composed = compose(
+                    color=result.color[b : b + 1, 0],
+                    alpha=result.alpha[b : b + 1, 0],
+                    depth=result.depth[b : b + 1, 0],
+                    features=result.features[b : b + 1, 0],
+                    K=Ks[b : b + 1],
+                    to_source=inverse[b : b + 1],
+                    source=source,
+                    min_alpha=self.config.min_alpha,
+                    inpaint_radius=self.config.inpaint_radius,
+                )
+                yield composed.frames[0], composed.origin_shares[0]

@@ -1,20 +1,31 @@
 """The gavs-stabilize pipeline: poses, smoothing, finetuning, rendering, writing, report.
 
+The clip is split into shots at hard cuts, and each shot into segments: runs that SfM poses
+(3D: smoothed camera path, finetuned network, re-rendered full frame) and stretches it cannot
+(2D: a smoothed similarity path joined to the 3D ones, ``infer.planar``). No frame is given
+an invented pose, and no path is smoothed across a cut.
+
 Stages 1 (poses) and 3 (finetuning) are cached in the work directory under keys of
 everything that changes them, so a rerun with another strength goes straight to rendering.
-Frames that could not be posed are copied through unchanged and listed in the report; none
-is given an invented pose.
+Rendering, composing and encoding stream: the full-size input is decoded again one frame at
+a time and each output frame is encoded as soon as it is made, so memory does not grow with
+the clip's length beyond its working-size frames (memory-mapped from the work folder).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
+import shutil
+import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -23,19 +34,30 @@ import torch
 
 from common.atomic import write_atomic
 from common.config import ConfigError
+from data_prep.ingest import working_size
 from data_prep.poses import PoseConfig
-from data_prep.video import VideoError, read_video
+from data_prep.video import Encoding, VideoError, VideoInfo, VideoReader, VideoWriter, encoding_like, probe
 from infer.canvas import CanvasConfig, pad_amounts
 from infer.compose import ORIGINS
 from infer.coverage import Canvas, bounded_path, near_depth
 from infer.finetune import FinetuneConfig, finetune
 from infer.media import plot_paths, write_output
-from infer.posing import PosedClip, cache_key, decode_and_pose
-from infer.rerender import RenderConfig, Rendered, render_stabilized
+from infer.planar import JOIN_FRAMES, induced_similarity, planar_corrections, similarity_steps, to_size, warp
+from infer.posing import DecodedClip, PosedClip, Segment, cache_key, decode_and_pose
+from infer.rerender import RenderConfig, SegmentRenderer
 from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_path, min_acceleration_path
+from model.cameras import relative_pose
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import load_predictor, resolve, save_predictor, sha256
 from model.render import Backend
+
+# Disk-space estimate before any work: the output at about 1 bit per pixel (x264 crf 18, grain
+# tune, is near 0.5), the work folder at the working-size frames twice (frames and poses)
+# plus the networks and finetuning curves.
+OUTPUT_BITS_PER_PIXEL = 1.0
+WORK_SHARE = 2
+WORK_FIXED_BYTES = 200e6
+PLANAR_MAX_ROTATION_DEG = 3.0  # the most a 2D segment's correction turns a frame
 
 X264Tune = Literal["grain", "film", "animation", "stillimage", "psnr", "ssim", "none"]
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -72,7 +94,12 @@ class StabilizeConfig:
     canvas: CanvasConfig = field(default_factory=CanvasConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
-    poses: PoseConfig = field(default_factory=PoseConfig)
+    poses: PoseConfig = field(default_factory=lambda: PoseConfig(min_partial_frames=16))
+    """SfM settings; min_partial_frames: a shot's longest posed run needs this many frames, and
+    the frames SfM leaves out are posed again on their own, or stabilized in 2D."""
+    strict: bool = False
+    """Refuse a damaged or truncated input (less decoded than the container promises) instead
+    of stabilizing what decodes, with a warning."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -91,7 +118,7 @@ def pick_device(setting: str) -> torch.device:
 
 @dataclass
 class Finetuned:
-    net: GaussianPredictor
+    net: GaussianPredictor | None  # None in the report's copy: networks are loaded per segment
     provenance: dict  # where the starting weights came from: a fresh network or a release
     curve: list[dict[str, float]]  # the loss terms of every finetuning step
     cached: bool  # taken from the work folder
@@ -165,7 +192,7 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
         return gaussian_window_path(c2w, config.strength).numpy(), summary
     smoothed = min_acceleration_path(c2w, config.strength)
     summary["acceleration_weight"] = acceleration_weight(config.strength)
-    if config.strength > 0:
+    if config.strength > 0 and len(c2w) > 2:
         H, W = clip.frames.shape[1:3]
         rows, cols = pad_amounts(H, W, config.canvas.pad)
         canvas = Canvas(torch.from_numpy(clip.poses.K), (W, H), (cols, rows), near_depth(clip.poses))
@@ -174,39 +201,84 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     return smoothed.numpy(), summary
 
 
-def rerender(
-    net: GaussianPredictor,
-    clip: PosedClip,
-    smoothed: np.ndarray,
-    config: StabilizeConfig,
-    *,
-    device: torch.device,
-    progress: bool,
-    full_frames: np.ndarray | None,
-) -> Rendered:
-    """The render stage with this config's canvas, render settings and backend."""
-    return render_stabilized(
-        net,
-        clip,
-        smoothed=smoothed,
-        pad=config.canvas.pad,
-        config=config.render,
-        backend=config.backend,
-        device=device,
-        progress=progress,
-        full_frames=full_frames,
+@dataclass
+class SegmentPlan:
+    """How one segment is stabilized: its new poses (3D) or its 2D corrections."""
+
+    segment: Segment
+    smoothed: np.ndarray | None = None  # [n, 4, 4] new camera-to-world poses (3D)
+    corrections: np.ndarray | None = None  # [n, 3, 3] working-size input -> output similarity (2D)
+    smoothing: dict = field(default_factory=dict)
+
+
+def _join(clip: DecodedClip, plans: list[SegmentPlan], k: int, frames: range) -> dict[int, np.ndarray]:
+    """The 2D corrections that segment ``k``'s 3D neighbour gives its ``frames``, as
+    ``{frame: similarity}``, when that neighbour is in the same shot."""
+    if not 0 <= k < len(plans) or plans[k].smoothed is None:
+        return {}
+    segment = plans[k].segment
+    size = clip.frames.shape[2], clip.frames.shape[1]
+    original = torch.from_numpy(segment.poses.c2w)
+    smoothed = torch.from_numpy(plans[k].smoothed)
+    joined = {}
+    for frame in frames:
+        j = frame - segment.start
+        to_virtual = relative_pose(original[j], smoothed[j]).numpy()
+        joined[frame] = induced_similarity(segment.poses.K, to_virtual, size)
+    return joined
+
+
+def plan_planar(clip: DecodedClip, plans: list[SegmentPlan], k: int, config: StabilizeConfig) -> SegmentPlan:
+    """Segment ``k`` (2D): a smoothed similarity path, joined to the 3D segments around it."""
+    segment = plans[k].segment
+    same_shot = [i for i in (k - 1, k + 1) if 0 <= i < len(plans) and plans[i].segment.shot == segment.shot]
+    before = range(segment.start - min(JOIN_FRAMES, plans[k - 1].segment.length), segment.start)
+    after = range(
+        segment.end, segment.end + min(JOIN_FRAMES, plans[k + 1].segment.length) if k + 1 < len(plans) else 0
     )
+    pinned = {**(_join(clip, plans, k - 1, before) if k - 1 in same_shot else {})}
+    pinned |= _join(clip, plans, k + 1, after) if k + 1 in same_shot else {}
+    lo = min([segment.start, *pinned])
+    hi = max([segment.end, *(t + 1 for t in pinned)])
+    size = clip.frames.shape[2], clip.frames.shape[1]
+    corrections = planar_corrections(
+        similarity_steps(clip.frames[lo:hi]),
+        lam=acceleration_weight(config.strength),
+        size=size,
+        pinned={t - lo: M for t, M in pinned.items()},
+        pad=config.canvas.pad / 2,
+        max_rotation_deg=PLANAR_MAX_ROTATION_DEG,
+    )
+    summary = {"mode": "planar", "joined_frames": len(pinned), "reason": segment.reason}
+    return replace(
+        plans[k], corrections=corrections[segment.start - lo : segment.end - lo], smoothing=summary
+    )
+
+
+def plan_paths(clip: DecodedClip, config: StabilizeConfig) -> list[SegmentPlan]:
+    """Every segment's plan: the 3D paths first, then the 2D ones that join them."""
+    plans = [SegmentPlan(segment) for segment in clip.segments]
+    for plan in plans:
+        if plan.segment.poses is not None:
+            plan.smoothed, plan.smoothing = plan_path(clip.posed(plan.segment), config)
+    return [
+        plan if plan.smoothed is not None else plan_planar(clip, plans, k, config)
+        for k, plan in enumerate(plans)
+    ]
 
 
 @dataclass
 class Stabilized:
     """What the stages produced, for the report."""
 
-    clip: PosedClip
+    clip: DecodedClip
     poses_cached: bool
-    smoothing: dict  # how the path was found
-    tuned: Finetuned
-    rendered: Rendered
+    plans: list[SegmentPlan]
+    tuned: dict[int, Finetuned]  # per 3D segment (nets dropped after use)
+    origin_shares: np.ndarray  # [T, 4] per ORIGINS entry
+    canvas_filled: dict[int, float]  # per 3D segment: share of the padding filled from neighbours
+    encoding: Encoding
+    warnings: list[str]
     metrics: dict | None  # gavs-eval's report, unless skipped
     timings: dict[str, float]  # seconds per stage
 
@@ -224,12 +296,123 @@ class StageTimer:
         self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
-def check_output(output: Path) -> None:
-    """Refuse an output whose folder is missing or read-only, before any work."""
+def output_encoding(info: VideoInfo, config: StabilizeConfig) -> tuple[Encoding, list[str]]:
+    """The output's encoding: the input's size, depth, chroma, colour and time base (the
+    working size, 8-bit, without ``render.full_resolution``), and notes on what changed."""
+    tune = None if config.tune == "none" else config.tune
+    encoding, notes = encoding_like(info, crf=config.crf, tune=tune)
+    if not config.render.full_resolution:
+        width, height = working_size(info.width, info.height, config.resolution)
+        encoding = replace(encoding, width=width, height=height, bit_depth=8, chroma="420")
+    return encoding, notes
+
+
+def check_output(
+    output: Path, encoding: Encoding, info: VideoInfo, work_dir: Path, side_by_side: bool
+) -> None:
+    """Everything that could fail when writing, checked before any work: the folder exists and
+    is writable, the encoder takes this size and format, and the disks have room."""
     if not output.parent.is_dir():
         raise OSError(f"{output}: the folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK):
         raise OSError(f"{output}: the folder {output.parent} is not writable")
+    trial = output.with_name(f".{output.stem}.preflight{output.suffix}")
+    try:
+        with VideoWriter(trial, encoding) as writer:
+            for index in range(2):
+                writer.write(np.zeros((encoding.height, encoding.width, 3), encoding.dtype), index)
+    except VideoError as err:
+        what = f"{encoding.codec} {encoding.pix_fmt} {encoding.width}x{encoding.height}"
+        raise VideoError(f"{output}: cannot be written as {what} ({err.__cause__ or err})") from err
+    finally:
+        trial.unlink(missing_ok=True)
+    frames = info.promised_frames or 0
+    working = working_size(info.width, info.height, None)
+    output_bytes = (
+        frames * encoding.width * encoding.height * OUTPUT_BITS_PER_PIXEL / 8 * (3 if side_by_side else 1)
+    )
+    work_bytes = frames * working[0] * working[1] * 3 * WORK_SHARE + WORK_FIXED_BYTES
+    for folder, need, what in (
+        (output.parent, output_bytes, "the output"),
+        (work_dir, work_bytes, "the work folder"),
+    ):
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        if free < need:
+            raise OSError(f"{folder}: {free / 1e9:.1f} GB free, and {what} needs about {need / 1e9:.1f} GB")
+
+
+def _pts(clip: DecodedClip, encoding: Encoding) -> tuple[np.ndarray, Encoding]:
+    """Output timestamps: the input's own (variable rates stay variable), or frame indices at
+    a constant rate when the file has none."""
+    if (clip.pts >= 0).all() and (np.diff(clip.pts) > 0).all():
+        return clip.pts - clip.pts[0], encoding
+    return np.arange(len(clip.pts)), replace(
+        encoding, time_base=1 / Fraction(clip.fps).limit_denominator(1001)
+    )
+
+
+def input_frames(video: Path, clip: DecodedClip, encoding: Encoding) -> Iterator[np.ndarray]:
+    """The input frames at the output size, one at a time: decoded again at full size (16-bit
+    for a deep output), or the working-size frames."""
+    if (encoding.width, encoding.height) == (
+        clip.frames.shape[2],
+        clip.frames.shape[1],
+    ) and encoding.bit_depth == 8:
+        yield from clip.frames
+        return
+    reader = VideoReader(video, depth=8 if encoding.bit_depth == 8 else 16, limit=len(clip.frames))
+    count = 0
+    for frame in reader:
+        count += 1
+        yield frame.image
+    if count != len(clip.frames):
+        raise VideoError(f"{video}: decoded {count} frames at full size but {len(clip.frames)} before")
+
+
+def _remembering(frames: Iterator[np.ndarray], held: deque[np.ndarray]) -> Iterator[np.ndarray]:
+    """``frames``, each also appended to ``held`` as it is read."""
+    for frame in frames:
+        held.append(frame)
+        yield frame
+
+
+def stabilized_frames(
+    clip: DecodedClip,
+    plans: list[SegmentPlan],
+    inputs: Iterator[np.ndarray],
+    network: Callable[[int], GaussianPredictor],
+    config: StabilizeConfig,
+    *,
+    device: torch.device,
+    progress: bool,
+    stats: dict,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(input frame, output frame, origin shares)`` of every frame in order, segment by
+    segment; ``network(k)`` gives segment k's finetuned network."""
+    working = clip.frames.shape[2], clip.frames.shape[1]
+    for k, plan in enumerate(plans):
+        frames = itertools.islice(inputs, plan.segment.length)
+        if plan.corrections is not None:
+            for frame, M in zip(frames, plan.corrections, strict=True):
+                out, outside = warp(frame, to_size(M, working, frame.shape[1::-1]))
+                yield frame, out, np.array([1 - outside, 0.0, outside, 0.0])
+            continue
+        renderer = SegmentRenderer(
+            network(k),
+            clip.posed(plan.segment),
+            smoothed=plan.smoothed,
+            pad=config.canvas.pad,
+            config=config.render,
+            backend=config.backend,
+            device=device,
+            progress=progress,
+        )
+        held: deque[np.ndarray] = deque()  # the input frames the renderer has read, not yet paired
+        detail = _remembering(frames, held) if config.render.full_resolution else None
+        for out, shares in renderer.frames(detail):
+            yield (held.popleft() if detail is not None else next(frames)), out, shares
+        stats[k] = renderer.canvas_filled
 
 
 def stabilize(
@@ -242,88 +425,160 @@ def stabilize(
     side_by_side: bool = False,
     evaluate_output: bool = True,
     progress: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
-    """Stabilize ``video`` into ``output``; write ``report.json`` and the path plot beside it."""
+    """Stabilize ``video`` into ``output``; write ``report.json`` and the path plot beside it.
+    ``warn`` receives each warning as it is found (default: printed to stderr)."""
     from evaluation.metrics import evaluate
 
-    output = Path(output)
-    check_output(output)
+    output, video = Path(output), Path(video)
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    info = probe(video)
     work_dir = Path(work_dir) if work_dir is not None else output.parent / f".{output.stem}.gavs-work"
+    encoding, warnings = output_encoding(info, config)
+    check_output(output, encoding, info, work_dir, side_by_side)
+    for message in warnings:
+        warn(message)
     device = pick_device(config.device)
     timer = StageTimer()
 
     with timer.stage("poses"):
         clip, poses_key, poses_cached = decode_and_pose(
-            video, work_dir, config.resolution, config.max_frames, config.poses
+            video,
+            work_dir,
+            config.resolution,
+            config.max_frames,
+            config.poses,
+            strict=config.strict,
+            progress=progress,
         )
+    if clip.damage:
+        warn(clip.damage)
+        warnings.append(clip.damage)
     with timer.stage("smoothing"):
-        smoothed, smoothing = plan_path(clip, config)
+        plans = plan_paths(clip, config)
+    tuned: dict[int, Finetuned] = {}
+    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+
+    def network(k: int) -> GaussianPredictor:
+        posed = clip.posed(plans[k].segment)
+        result = finetuned_network(posed, poses_key=f"{poses_key}/{k}", config=config, **where)
+        tuned.setdefault(k, replace(result, net=None))
+        return result.net
+
     with timer.stage("finetune"):
-        where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
-        tuned = finetuned_network(clip, poses_key=poses_key, config=config, **where)
+        for k, plan in enumerate(plans):
+            if plan.smoothed is not None:
+                network(k)
+    pts, encoding = _pts(clip, encoding)
+    canvas_filled: dict[int, float] = {}
+    shares = []
     with timer.stage("render"):
-        inputs = clip.frames
-        if config.render.full_resolution:
-            inputs = read_video(video, config.max_frames).frames
-            if len(inputs) != len(clip.frames):
-                raise VideoError(
-                    f"{video}: decoded {len(inputs)} frames at full size but {len(clip.frames)} before"
-                )
-        full = inputs if config.render.full_resolution else None
-        rendered = rerender(
-            tuned.net, clip, smoothed, config, device=device, progress=progress, full_frames=full
+        frames = stabilized_frames(
+            clip,
+            plans,
+            input_frames(video, clip, encoding),
+            network,
+            config,
+            device=device,
+            progress=progress,
+            stats=canvas_filled,
+        )
+
+        def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for frame_in, frame_out, share in frames:
+                shares.append(share)
+                yield frame_in, frame_out
+
+        duration = float((pts[-1] + 1) * encoding.time_base) if len(pts) else 0.0
+        write_output(
+            video, output, pairs(), pts=pts, encoding=encoding, duration=duration, side_by_side=side_by_side
         )
     with timer.stage("write"):
-        tune = None if config.tune == "none" else config.tune
-        side = inputs if side_by_side else None
-        write_output(video, output, rendered.frames, clip.fps, side_by_side=side, crf=config.crf, tune=tune)
-        plot_paths(clip.poses.c2w, smoothed, output.with_suffix(".path.png"))
+        posed = [(p.segment.start, p.segment.poses.c2w, p.smoothed) for p in plans if p.smoothed is not None]
+        plot_paths(posed, output.with_suffix(".path.png"))
     metrics = None
     if evaluate_output:
         with timer.stage("evaluate"):
-            metrics = evaluate(inputs, rendered.frames, clip.fps, progress=progress)
+            metrics = evaluate(
+                (f.image for f in VideoReader(video, limit=len(clip.frames))),
+                (f.image for f in VideoReader(output)),
+                clip.fps,
+                progress=progress,
+            )
 
-    result = Stabilized(clip, poses_cached, smoothing, tuned, rendered, metrics, timer.seconds)
+    result = Stabilized(
+        clip,
+        poses_cached,
+        plans,
+        tuned,
+        np.stack(shares),
+        canvas_filled,
+        encoding,
+        warnings,
+        metrics,
+        timer.seconds,
+    )
     report = build_report(video, output, config, device, result)
     write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
     return report
 
 
+def _segment_report(k: int, plan: SegmentPlan, result: Stabilized) -> dict:
+    segment = plan.segment
+    entry = {
+        "start": segment.start,
+        "end": segment.end,
+        "shot": segment.shot,
+        "method": segment.method,
+        "pose_method" if segment.poses is not None else "reason": segment.reason,
+        "smoothing": plan.smoothing,
+    }
+    if k in result.tuned:
+        tuned = result.tuned[k]
+        entry |= {"cached_finetune": tuned.cached, "finetune_curve": tuned.curve}
+        entry["canvas_filled_from_neighbours"] = round(result.canvas_filled.get(k, 0.0), 5)
+    return entry
+
+
 def build_report(
     video: Path, output: Path, config: StabilizeConfig, device: torch.device, result: Stabilized
 ) -> dict:
-    """The ``report.json`` of one run: sizes, poses, smoothing, network, cache hits, timings,
-    the finetuning curve, where the output's pixels came from, metrics and the config."""
-    clip, tuned, rendered, timings = result.clip, result.tuned, result.rendered, result.timings
+    """The ``report.json`` of one run: sizes, encoding, shots and segments (with their poses,
+    smoothing and finetuning), cache hits, timings, where the output's pixels came from,
+    warnings, metrics and the config."""
+    clip, timings, shares = result.clip, result.timings, result.origin_shares
     count = len(clip.frames)
-    posed = set(clip.poses.frame_ids.tolist())
-    frames = rendered.frames
+    methods = clip.frame_methods()
+    first = next(iter(result.tuned.values()), None)
+    provenance = first.provenance if first else {"init": "none (no 3D segment)"}
     return {
         "input": str(video),
         "output": str(output),
         "frames": count,
         "working_size": [int(clip.frames.shape[2]), int(clip.frames.shape[1])],
-        "output_size": [int(frames.shape[2]), int(frames.shape[1])],
-        "source_size": list(clip.source_size),
+        "output_size": [result.encoding.width, result.encoding.height],
+        "source_size": list(clip.info.size),
+        "source_rotation": clip.info.rotation,
         "fps": clip.fps,
+        "encoding": result.encoding.describe(),
+        "warnings": result.warnings,
         "device": str(device),
-        "pose_method": clip.poses.pose_method,
-        "posed_frames": len(posed),
-        "unposed_frames": [i for i in range(count) if i not in posed],
+        "shots": [list(s) for s in clip.shots],
+        "segments": [_segment_report(k, plan, result) for k, plan in enumerate(result.plans)],
+        "frame_methods": methods,
+        "pose_method": ",".join(sorted({s.reason for s in clip.segments if s.poses is not None})) or "none",
+        "posed_frames": methods.count("3d"),
+        "planar_frames": [i for i, m in enumerate(methods) if m == "2d"],
         "strength": config.strength,
-        "smoothing": result.smoothing,
-        "network": tuned.provenance["init"],
-        **{k: v for k, v in tuned.provenance.items() if k != "init"},
-        "cached": {"poses": result.poses_cached, "finetune": tuned.cached},
+        "network": provenance["init"],
+        **{k: v for k, v in provenance.items() if k != "init"},
+        "cached": {"poses": result.poses_cached, "finetune": all(t.cached for t in result.tuned.values())},
         "timings_s": timings,
         "seconds_per_frame": {k: round(v / count, 4) for k, v in timings.items()},
-        "finetune_curve": tuned.curve,
-        "canvas_filled_from_neighbours": round(rendered.canvas_filled, 5),
         "pixel_origins": {
-            "mean": dict(zip(ORIGINS, rendered.origin_shares.mean(0).round(5).tolist(), strict=True)),
-            "per_frame": {
-                name: rendered.origin_shares[:, i].round(5).tolist() for i, name in enumerate(ORIGINS)
-            },
+            "mean": dict(zip(ORIGINS, shares.mean(0).round(5).tolist(), strict=True)),
+            "per_frame": {name: shares[:, i].round(5).tolist() for i, name in enumerate(ORIGINS)},
         },
         "metrics": result.metrics,
         "config": asdict(config),

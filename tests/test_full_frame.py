@@ -9,6 +9,7 @@ end-to-end test in test_stabilize.py runs the whole CLI with SfM.
 """
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -23,8 +24,8 @@ from data_prep.video import write_video
 from evaluation.metrics import evaluate
 from infer.finetune import FinetuneConfig
 from infer.posing import PosedClip
-from infer.rerender import Rendered
-from infer.stabilize import StabilizeConfig, finetuned_network, plan_path, rerender
+from infer.rerender import SegmentRenderer
+from infer.stabilize import StabilizeConfig, finetuned_network, plan_path
 
 MOVING = SyntheticConfig(
     width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=3.0, moving_object=True
@@ -86,9 +87,18 @@ def scene(tmp_path_factory):
         posed, poses_key="truth", config=CONFIG, checkpoint=None, work_dir=folder, device=CPU, progress=False
     )
 
-    def render_outputs(full_resolution: bool = True) -> Rendered:
-        full = clip.frames if full_resolution else None
-        return rerender(tuned.net, posed, smoothed, CONFIG, device=CPU, progress=False, full_frames=full)
+    def render_outputs(full_resolution: bool = True) -> SimpleNamespace:
+        renderer = SegmentRenderer(
+            tuned.net,
+            posed,
+            smoothed=smoothed,
+            pad=CONFIG.canvas.pad,
+            config=CONFIG.render,
+            device=CPU,
+            progress=False,
+        )
+        frames, shares = zip(*renderer.frames(iter(clip.frames) if full_resolution else None), strict=True)
+        return SimpleNamespace(frames=np.stack(frames), origin_shares=np.stack(shares))
 
     # the truth at the smoothed poses, in the scene's units
     true_smoothed = smoothed.copy()

@@ -1,0 +1,133 @@
+"""Peak memory of gavs-stabilize against clip length and size, and time per frame.
+
+    python bench/memory.py --source ../shared/clips/small-shaky-5.avi \\
+        --clips 1080p:10 1080p:20 1080p:60 4k:10 --baseline 8246654
+
+Each clip is the source looped to the length and scaled to the size (ffmpeg, H.264 crf 18;
+the loop's seams are hard cuts, so it has shots). Every run is its own process under a
+small wrapper that reports the peak resident set size of its child (``ru_maxrss``), so
+runs do not see each other's peaks. ``--baseline REV`` also runs the code at git revision
+REV (a temporary worktree) on the first clip, side by side, for the per-frame times.
+Arguments after ``--`` go to gavs-stabilize (default: a quick setting, below).
+
+Prints a markdown table and writes JSON (default: bench/results/memory.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+
+from common.atomic import write_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
+QUICK = [
+    "--resolution",
+    "192",
+    "finetune.steps_per_frame=0.05",
+    "finetune.min_steps=10",
+    "finetune.batch=3",
+    "finetune.neighbours=2",
+]
+# Runs a command and prints its peak RSS (kB) as the last line: a fresh process per run, so
+# RUSAGE_CHILDREN holds this run's child only.
+WRAPPER = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
+def make_clip(source: Path, size: str, seconds: float, folder: Path) -> Path:
+    width, height = SIZES[size]
+    path = folder / f"{size}-{seconds:g}s.mp4"
+    if not path.exists():
+        subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(source),
+             "-t", str(seconds), "-vf", f"scale={width}:{height}", "-an", "-c:v", "libx264", "-crf", "18",
+             "-pix_fmt", "yuv420p", str(path)],
+            check=True,
+        )  # fmt: skip
+    return path
+
+
+def run(code: Path, clip: Path, out: Path, args: list[str]) -> dict:
+    """One stabilize run of the code at ``code``: wall time, peak RSS, the report's stage times."""
+    command = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "infer.stabilize_cli", str(clip)]
+    command += ["-o", str(out), "--no-eval", "--quiet", *args]
+    start = time.perf_counter()
+    result = subprocess.run(
+        command, cwd=code, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(code)}
+    )
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        raise RuntimeError(f"{clip}: stabilize failed:\n{result.stderr[-2000:]}")
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    return {
+        "seconds": seconds,
+        "peak_rss_gb": int(result.stdout.strip().splitlines()[-1]) / 1e6,
+        "frames": report["frames"],
+        "seconds_per_frame": report["seconds_per_frame"],
+    }
+
+
+def worktree(revision: str, folder: Path) -> Path:
+    path = folder / f"baseline-{revision}"
+    if not path.exists():
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), revision], check=True
+        )
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, required=True, help="the clip to loop and scale")
+    parser.add_argument("--clips", nargs="+", default=["1080p:10", "1080p:20", "1080p:60", "4k:10"])
+    parser.add_argument("--baseline", help="a git revision to run side by side on the first clip")
+    parser.add_argument("--work", type=Path, help="folder for clips and outputs (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory.json")
+    args, extra = parser.parse_known_args(argv)
+    stabilize_args = [a for a in extra if a != "--"] or QUICK
+    work = args.work or Path(tempfile.mkdtemp(prefix="gavs-memory-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for index, spec in enumerate(args.clips):
+        size, seconds = spec.split(":")
+        clip = make_clip(args.source, size, float(seconds), work)
+        variants = [("this", ROOT)]
+        if args.baseline and index == 0:
+            variants.append((args.baseline, worktree(args.baseline, work)))
+        for name, code in variants:
+            out = work / f"{clip.stem}.{name}.mp4"
+            rows.append({"clip": clip.name, "code": name, **run(code, clip, out, stabilize_args)})
+            print(f"{clip.name} ({name}): {rows[-1]['peak_rss_gb']:.2f} GB", file=sys.stderr, flush=True)
+
+    stages = ["poses", "finetune", "render"]
+    lines = ["| clip | code | frames | peak RSS (GB) | " + " | ".join(f"{s} s/frame" for s in stages) + " |"]
+    lines.append("|" + "---|" * (4 + len(stages)))
+    for row in rows:
+        per_frame = " | ".join(f"{row['seconds_per_frame'].get(s, float('nan')):.3f}" for s in stages)
+        lines.append(
+            f"| {row['clip']} | {row['code']} | {row['frames']} | {row['peak_rss_gb']:.2f} | {per_frame} |"
+        )
+    print("\n".join(lines))
+    machine = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"source": str(args.source), "args": stabilize_args, "machine": machine, "rows": rows}
+    write_atomic(args.out, json.dumps(record, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
