@@ -89,6 +89,13 @@ def worktree(revision: str, folder: Path) -> Path:
     return path
 
 
+def save(args: argparse.Namespace, rows: list[dict], stabilize_args: list[str]) -> None:
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"source": str(args.source), "args": stabilize_args, "machine": machine, "rows": rows}
+    write_atomic(args.out, json.dumps(record, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, required=True, help="the clip to loop and scale")
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             out = work / f"{clip.stem}.{name}.mp4"
             rows.append({"clip": clip.name, "code": name, **run(code, clip, out, stabilize_args)})
             print(f"{clip.name} ({name}): {rows[-1]['peak_rss_gb']:.2f} GB", file=sys.stderr, flush=True)
+            save(args, rows, stabilize_args)  # after every run: a long benchmark keeps what it measured
 
     stages = ["poses", "finetune", "render"]
     lines = ["| clip | code | frames | peak RSS (GB) | " + " | ".join(f"{s} s/frame" for s in stages) + " |"]
@@ -122,10 +130,6 @@ def main(argv: list[str] | None = None) -> None:
             f"| {row['clip']} | {row['code']} | {row['frames']} | {row['peak_rss_gb']:.2f} | {per_frame} |"
         )
     print("\n".join(lines))
-    machine = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"source": str(args.source), "args": stabilize_args, "machine": machine, "rows": rows}
-    write_atomic(args.out, json.dumps(record, indent=2))
     print(f"\nwrote {args.out}")
 
 

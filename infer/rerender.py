@@ -235,7 +235,8 @@ class SegmentRenderer:
             )
         self.clip, self.smoothed, self.config, self.backend = clip, smoothed, config, backend
         self.progress = progress
-        self.scene = _Scene(net, clip, pad, config, device, progress)
+        with torch.no_grad():  # the first-layer depth pass: no graph to keep
+            self.scene = _Scene(net, clip, pad, config, device, progress)
 
     @property
     def canvas_filled(self) -> float:
