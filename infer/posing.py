@@ -84,7 +84,7 @@ class DecodedClip:
         return PosedClip(frames, self.fps, self.info.size, segment.poses)
 
     def frame_methods(self) -> list[str]:
-        """ "3d" or "2d" for every frame."""
+        """Each frame's method, 3d or 2d, in order."""
         return [s.method for s in self.segments for _ in range(s.length)]
 
 

@@ -212,9 +212,8 @@ class SegmentPlan:
 
 
 def _join(clip: DecodedClip, plans: list[SegmentPlan], k: int, frames: range) -> dict[int, np.ndarray]:
-    """The 2D corrections that segment ``k``'s 3D neighbour gives its ``frames``, as
-    ``{frame: similarity}``, when that neighbour is in the same shot."""
-    if not 0 <= k < len(plans) or plans[k].smoothed is None:
+    """The 2D corrections that segment ``k``, if 3D, gives its ``frames``: ``{frame: similarity}``."""
+    if plans[k].smoothed is None:
         return {}
     segment = plans[k].segment
     size = clip.frames.shape[2], clip.frames.shape[1]
@@ -231,13 +230,16 @@ def _join(clip: DecodedClip, plans: list[SegmentPlan], k: int, frames: range) ->
 def plan_planar(clip: DecodedClip, plans: list[SegmentPlan], k: int, config: StabilizeConfig) -> SegmentPlan:
     """Segment ``k`` (2D): a smoothed similarity path, joined to the 3D segments around it."""
     segment = plans[k].segment
-    same_shot = [i for i in (k - 1, k + 1) if 0 <= i < len(plans) and plans[i].segment.shot == segment.shot]
-    before = range(segment.start - min(JOIN_FRAMES, plans[k - 1].segment.length), segment.start)
-    after = range(
-        segment.end, segment.end + min(JOIN_FRAMES, plans[k + 1].segment.length) if k + 1 < len(plans) else 0
-    )
-    pinned = {**(_join(clip, plans, k - 1, before) if k - 1 in same_shot else {})}
-    pinned |= _join(clip, plans, k + 1, after) if k + 1 in same_shot else {}
+    pinned: dict[int, np.ndarray] = {}
+    for neighbour in (k - 1, k + 1):
+        if 0 <= neighbour < len(plans) and plans[neighbour].segment.shot == segment.shot:
+            reach = min(JOIN_FRAMES, plans[neighbour].segment.length)
+            near = (
+                range(segment.start - reach, segment.start)
+                if neighbour < k
+                else range(segment.end, segment.end + reach)
+            )
+            pinned |= _join(clip, plans, neighbour, near)
     lo = min([segment.start, *pinned])
     hi = max([segment.end, *(t + 1 for t in pinned)])
     size = clip.frames.shape[2], clip.frames.shape[1]
@@ -490,7 +492,7 @@ def stabilize(
                 shares.append(share)
                 yield frame_in, frame_out
 
-        duration = float((pts[-1] + 1) * encoding.time_base) if len(pts) else 0.0
+        duration = float(pts[-1] * encoding.time_base) + 1 / clip.fps  # the last frame's end
         write_output(
             video, output, pairs(), pts=pts, encoding=encoding, duration=duration, side_by_side=side_by_side
         )
