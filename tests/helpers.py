@@ -9,6 +9,16 @@ from model.losses.perceptual import LAYERS
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "pretrain" / "tiny-cpu.yaml"
 # small and quick: 32x56 crops, batch 2, every step logged
+# gavs-stabilize quick on 2 cores: a 128-px working size and a handful of finetuning steps
+QUICK_STABILIZE = [
+    "--resolution",
+    "128",
+    "--quiet",
+    "finetune.min_steps=6",
+    "finetune.steps_per_frame=0",
+    "finetune.batch=3",
+    "finetune.neighbours=2",
+]
 FAST = ["data.size=[32,56]", "batch_size=2", "num_workers=1", "logging.every=1", "optim.warmup_steps=5"]
 
 

@@ -11,21 +11,14 @@ import av
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from helpers import QUICK_STABILIZE
 
 from data_prep.synthetic import SyntheticConfig, generate
 from data_prep.video import Colour, Encoding, VideoReader, VideoWriter, probe, read_video, write_video
 from evaluation.metrics import evaluate
 from infer.stabilize_cli import main as stabilize_main
 
-QUICK = [
-    "--resolution",
-    "128",
-    "--quiet",
-    "finetune.min_steps=6",
-    "finetune.steps_per_frame=0",
-    "finetune.batch=3",
-    "finetune.neighbours=2",
-]
+QUICK = QUICK_STABILIZE
 HLG_BT2020 = Colour(matrix=9, range=1, primaries=9, transfer=18)
 TICK = Fraction(1, 600)
 DURATIONS = [20, 30]  # ticks: frames alternate 1/30 s and 1/20 s, a variable frame rate

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import QUICK_STABILIZE
 from scipy.spatial.transform import Rotation
 
 from data_prep.synthetic import SyntheticConfig, generate, render_views
@@ -19,16 +20,7 @@ from infer.stabilize_cli import main as stabilize_main
 from model.cameras import align_poses, make_pose
 
 SCENE = SyntheticConfig(width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=2.0)
-# quick on 2 cores: a 128-px working size (half the input's) and a handful of finetuning steps
-QUICK = [
-    "--resolution",
-    "128",
-    "--quiet",
-    "finetune.min_steps=6",
-    "finetune.steps_per_frame=0",
-    "finetune.batch=3",
-    "finetune.neighbours=2",
-]
+QUICK = QUICK_STABILIZE
 
 
 def ground_truth(folder, clip, report):
