@@ -70,14 +70,6 @@ class VideoMotion:
     steps: list[np.ndarray | None]
     similarity_steps: list[np.ndarray | None]
 
-    def head(self, count: int) -> VideoMotion:
-        """The motion of the first ``count`` frames."""
-        return VideoMotion(self.features[:count], self.steps[: count - 1], self.similarity_steps[: count - 1])
-
-    @property
-    def unmatched_steps(self) -> int:
-        return sum(h is None for h in self.steps)
-
 
 def analyse_motion(frames: np.ndarray, desc: str = "SIFT", progress: bool | None = None) -> VideoMotion:
     detector = cv2.SIFT_create()
