@@ -6,8 +6,9 @@
 Each clip is the source looped to the length and scaled to the size (ffmpeg, H.264 crf 18;
 the loop's seams are hard cuts, so it has shots). Every run is its own process under a
 small wrapper that reports the peak resident set size of its child (``ru_maxrss``), so
-runs do not see each other's peaks. ``--baseline REV`` also runs the code at git revision
-REV (a temporary worktree) on the first clip, side by side, for the per-frame times.
+runs do not see each other's peaks; the report's per-stage peaks say which stage it was.
+``--baseline REV`` also runs the code at git revision REV (a temporary worktree) on the
+first clip, side by side, for the per-frame times.
 Arguments after ``--`` go to gavs-stabilize (default: a quick setting, below).
 
 Prints a markdown table and writes JSON (default: bench/results/memory.json).
@@ -77,6 +78,7 @@ def run(code: Path, clip: Path, out: Path, args: list[str]) -> dict:
         "peak_rss_gb": int(result.stdout.strip().splitlines()[-1]) / 1e6,
         "frames": report["frames"],
         "seconds_per_frame": report["seconds_per_frame"],
+        "stage_peak_rss_gb": report.get("peak_rss_gb", {}),  # absent in reports of older code
     }
 
 
@@ -122,13 +124,14 @@ def main(argv: list[str] | None = None) -> None:
             save(args, rows, stabilize_args)  # after every run: a long benchmark keeps what it measured
 
     stages = ["poses", "finetune", "render"]
-    lines = ["| clip | code | frames | peak RSS (GB) | " + " | ".join(f"{s} s/frame" for s in stages) + " |"]
-    lines.append("|" + "---|" * (4 + len(stages)))
+    header = [f"{s} s/frame" for s in stages] + [f"{s} peak GB" for s in stages]
+    lines = ["| clip | code | frames | peak RSS (GB) | " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * (4 + len(header)))
     for row in rows:
-        per_frame = " | ".join(f"{row['seconds_per_frame'].get(s, float('nan')):.3f}" for s in stages)
-        lines.append(
-            f"| {row['clip']} | {row['code']} | {row['frames']} | {row['peak_rss_gb']:.2f} | {per_frame} |"
-        )
+        cells = [f"{row['seconds_per_frame'].get(s, float('nan')):.3f}" for s in stages]
+        cells += [f"{row['stage_peak_rss_gb'].get(s) or float('nan'):.2f}" for s in stages]
+        cells = [row["clip"], row["code"], str(row["frames"]), f"{row['peak_rss_gb']:.2f}", *cells]
+        lines.append("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
     print(f"\nwrote {args.out}")
 

@@ -223,8 +223,9 @@ class ClipFinetuner:
         self.net, self.config, self.device = net, config, device
         self.pad, self.backend = pad, backend
         posed = frames[poses.frame_ids]
-        self.images = torch.from_numpy(posed).permute(0, 3, 1, 2).float().div(255).to(device)
-        self.count, _, self.height, self.width = self.images.shape
+        # uint8, a quarter of float's size: a long segment's frames stay small, on any device
+        self.frames = torch.from_numpy(np.ascontiguousarray(posed)).permute(0, 3, 1, 2).to(device)
+        self.count, _, self.height, self.width = self.frames.shape
         self.K = torch.from_numpy(poses.K).float().to(device)
         self.c2w = torch.from_numpy(poses.c2w).float().to(device)
         self.observations = torch.from_numpy(poses.observations).float().to(device)
@@ -233,6 +234,10 @@ class ClipFinetuner:
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         self.total_steps = step_count(self.count, config)
         self.pixels = pixel_centers(self.height, self.width, device=device)  # [H, W, 2]
+
+    def _images(self, indices: Tensor) -> Tensor:
+        """``[len(indices), 3, H, W]`` float frames in [0, 1]."""
+        return self.frames[indices].float().div(255)
 
     def _window(self) -> tuple[list[int], list[list[int]]]:
         cfg = self.config
@@ -283,7 +288,8 @@ class ClipFinetuner:
         B, N = len(sources), len(targets[0])
         src = torch.tensor(sources, device=self.device)
         tgt = torch.tensor(targets, device=self.device)  # [B, N]
-        padded, valid, K_pad = pad_canvas(self.images[src], K.expand(B, 3, 3), self.pad)
+        source_images = self._images(src)
+        padded, valid, K_pad = pad_canvas(source_images, K.expand(B, 3, 3), self.pad)
         out = self.net(padded, K_pad, valid)
         rows, cols = pad_amounts(H, W, self.pad)
 
@@ -292,7 +298,7 @@ class ClipFinetuner:
         views = torch.cat([identity, src_to_tgt], 1)
         rendered = render(out.gaussians, views, K.expand(B, N + 1, 3, 3), W, H, backend=self.backend)
         renders = rendered.color[:, 1:].flatten(0, 1)  # [P, 3, H, W], P = B * N pairs
-        target_images = self.images[tgt.flatten()]
+        target_images = self._images(tgt.flatten())
 
         depth = out.depth[:, 0, rows : rows + H, cols : cols + W].detach()  # front layer, [B, H, W]
         camera_uv = camera_flow(depth, K, src_to_tgt, self.pixels)
@@ -304,7 +310,7 @@ class ClipFinetuner:
         keep = static_pair_mask(seen=seen, alpha=rendered.alpha[:, 1:, 0].flatten(0, 1), moving=moving, **uvs)
         sparse = self._sparse_points(sources, rows, cols)
         terms = {
-            "source": photometric_loss(rendered.color[:, 0], self.images[src]),
+            "source": photometric_loss(rendered.color[:, 0], source_images),
             "target": static_term(renders, target_images, keep),
             "moving": cfg.moving_weight
             * moving_term(renders=renders, targets=target_images, moving=moving, **uvs),

@@ -282,20 +282,36 @@ class Stabilized:
     encoding: Encoding
     warnings: list[str]
     metrics: dict | None  # gavs-eval's report, unless skipped
-    timings: dict[str, float]  # seconds per stage
+    timer: StageTimer  # seconds and peak memory per stage
+
+
+def _peak_rss_gb(reset: bool) -> float | None:
+    """This process's peak resident set size since the last reset (Linux's VmHWM), then reset
+    it, so that each stage gets its own peak; None where /proc does not have it."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        peak = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak to the current RSS
+    except (OSError, StopIteration):
+        return None
+    return round(int(peak.split()[1]) / 1e6, 3)
 
 
 class StageTimer:
-    """Wall time per pipeline stage: ``with timer.stage("poses"): ...``."""
+    """Wall time and peak memory per pipeline stage: ``with timer.stage("poses"): ...``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_gb: dict[str, float | None] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        _peak_rss_gb(reset=True)
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
+        self.peak_rss_gb[name] = _peak_rss_gb(reset=False)
 
 
 def output_encoding(info: VideoInfo, config: StabilizeConfig) -> tuple[Encoding, list[str]]:
@@ -474,7 +490,8 @@ def stabilize(
                 network(k)
     pts, encoding = _pts(clip, encoding)
     canvas_filled: dict[int, float] = {}
-    shares = []
+    # filled in place: a small array kept per frame would pin the heap between frame-sized blocks
+    shares = np.zeros((len(clip.frames), len(ORIGINS)))
     with timer.stage("render"):
         frames = stabilized_frames(
             clip,
@@ -488,8 +505,8 @@ def stabilize(
         )
 
         def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for frame_in, frame_out, share in frames:
-                shares.append(share)
+            for index, (frame_in, frame_out, share) in enumerate(frames):
+                shares[index] = share
                 yield frame_in, frame_out
 
         duration = float(pts[-1] * encoding.time_base) + 1 / clip.fps  # the last frame's end
@@ -514,12 +531,12 @@ def stabilize(
         poses_cached,
         plans,
         tuned,
-        np.stack(shares),
+        shares,
         canvas_filled,
         encoding,
         warnings,
         metrics,
-        timer.seconds,
+        timer,
     )
     report = build_report(video, output, config, device, result)
     write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
@@ -549,7 +566,7 @@ def build_report(
     """The ``report.json`` of one run: sizes, encoding, shots and segments (with their poses,
     smoothing and finetuning), cache hits, timings, where the output's pixels came from,
     warnings, metrics and the config."""
-    clip, timings, shares = result.clip, result.timings, result.origin_shares
+    clip, timings, shares = result.clip, result.timer.seconds, result.origin_shares
     count = len(clip.frames)
     methods = clip.frame_methods()
     first = next(iter(result.tuned.values()), None)
@@ -578,6 +595,7 @@ def build_report(
         "cached": {"poses": result.poses_cached, "finetune": all(t.cached for t in result.tuned.values())},
         "timings_s": timings,
         "seconds_per_frame": {k: round(v / count, 4) for k, v in timings.items()},
+        "peak_rss_gb": result.timer.peak_rss_gb,
         "pixel_origins": {
             "mean": dict(zip(ORIGINS, shares.mean(0).round(5).tolist(), strict=True)),
             "per_frame": {name: shares[:, i].round(5).tolist() for i, name in enumerate(ORIGINS)},

@@ -15,7 +15,7 @@ from data_prep.synthetic import SyntheticConfig, generate, render_views
 from data_prep.video import read_video, write_video
 from infer.media import plot_paths
 from infer.posing import decode_and_pose
-from infer.stabilize import StabilizeConfig, plan_path
+from infer.stabilize import StabilizeConfig, StageTimer, plan_path
 from infer.stabilize_cli import main as stabilize_main
 from model.cameras import align_poses, make_pose
 
@@ -97,6 +97,18 @@ def test_output_is_steadier_and_matches_the_scene_at_the_smoothed_poses(shaky, s
     assert report["network"].startswith("fresh network") and len(report["segments"][0]["finetune_curve"]) == 6
     assert report["frame_methods"] == ["3d"] * SCENE.num_frames and report["shots"] == [[0, SCENE.num_frames]]
     assert set(report["timings_s"]) == {"poses", "smoothing", "finetune", "render", "write", "evaluate"}
+    assert set(report["peak_rss_gb"]) == set(report["timings_s"])
+    assert all(0.1 < gb < 24 for gb in report["peak_rss_gb"].values())  # the process's own, in GB
+
+
+def test_stage_timer_gives_each_stage_its_own_peak_memory():
+    timer = StageTimer()
+    with timer.stage("big"):
+        block = np.ones(50_000_000)  # 400 MB, touched
+        del block
+    with timer.stage("small"):
+        pass
+    assert timer.peak_rss_gb["big"] > timer.peak_rss_gb["small"] + 0.35
 
 
 def colour_rows(panel: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
