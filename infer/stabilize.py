@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -285,33 +286,27 @@ class Stabilized:
     timer: StageTimer  # seconds and peak memory per stage
 
 
-def _peak_rss_gb(reset: bool) -> float | None:
-    """This process's peak resident set size since the last reset (Linux's VmHWM), then reset
-    it, so that each stage gets its own peak; None where /proc does not have it."""
-    try:
-        status = Path("/proc/self/status").read_text()
-        peak = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
-        if reset:
-            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak to the current RSS
-    except (OSError, StopIteration):
-        return None
-    return round(int(peak.split()[1]) / 1e6, 3)
+def _peak_rss_gb() -> float:
+    """This process's peak resident set size so far (``ru_maxrss``: kB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1e9 if sys.platform == "darwin" else 1e6), 3)
 
 
 class StageTimer:
-    """Wall time and peak memory per pipeline stage: ``with timer.stage("poses"): ...``."""
+    """Wall time per pipeline stage, and the process's peak memory up to each stage's end (the
+    first stage that reaches the run's peak is the one that needs it):
+    ``with timer.stage("poses"): ...``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self.peak_rss_gb: dict[str, float | None] = {}
+        self.peak_rss_gb: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        _peak_rss_gb(reset=True)
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
-        self.peak_rss_gb[name] = _peak_rss_gb(reset=False)
+        self.peak_rss_gb[name] = _peak_rss_gb()
 
 
 def output_encoding(info: VideoInfo, config: StabilizeConfig) -> tuple[Encoding, list[str]]:
