@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import re
-import resource
 import shutil
 import sys
 import time
@@ -35,6 +34,7 @@ import torch
 
 from common.atomic import write_atomic
 from common.config import ConfigError
+from common.memory import peak_rss_gb
 from data_prep.ingest import working_size
 from data_prep.poses import PoseConfig
 from data_prep.video import Encoding, VideoError, VideoInfo, VideoReader, VideoWriter, encoding_like, probe
@@ -286,18 +286,6 @@ class Stabilized:
     timer: StageTimer  # seconds and peak memory per stage
 
 
-def _peak_rss_gb() -> float:
-    """This process's peak resident set size so far: Linux's VmHWM, which starts afresh at
-    exec (``ru_maxrss`` also keeps the peak of the process that spawned it), or ``ru_maxrss``
-    where /proc has none (kB, bytes on macOS)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-        return round(int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1]) / 1e6, 3)
-    except (OSError, StopIteration):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(peak / (1e9 if sys.platform == "darwin" else 1e6), 3)
-
-
 class StageTimer:
     """Wall time per pipeline stage, and the process's peak memory up to each stage's end (the
     first stage that reaches the run's peak is the one that needs it):
@@ -312,7 +300,7 @@ class StageTimer:
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
-        self.peak_rss_gb[name] = _peak_rss_gb()
+        self.peak_rss_gb[name] = peak_rss_gb()
 
 
 def output_encoding(info: VideoInfo, config: StabilizeConfig) -> tuple[Encoding, list[str]]:

@@ -15,7 +15,6 @@ write a checkpoint; the next launch with the same ``run_dir`` resumes from it ex
 from __future__ import annotations
 
 import json
-import resource
 import signal
 import time
 from contextlib import nullcontext
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from common.atomic import write_atomic
 from common.config import config_yaml
+from common.memory import peak_rss_gb
 from common.schedule import warmup_cosine
 from model.network import GaussianPredictor
 from model.release import load_predictor
@@ -51,7 +51,7 @@ def mixed_precision(setting: str) -> str:
 def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+    return peak_rss_gb()
 
 
 class StopSignal:

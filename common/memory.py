@@ -1,0 +1,19 @@
+"""This process's peak memory, for reports and training logs."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set size so far, in GB: Linux's VmHWM, which starts afresh
+    at exec (``ru_maxrss`` also keeps the peak of the process that spawned it), or
+    ``ru_maxrss`` where /proc has none (kB, bytes on macOS)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return round(int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1]) / 1e6, 3)
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (1e9 if sys.platform == "darwin" else 1e6), 3)
