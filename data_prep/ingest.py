@@ -63,6 +63,28 @@ def _nearest_to_rate(frames: Iterator[Frame], fps: float | None) -> Iterator[Fra
         yield previous
 
 
+class FrameStack:
+    """Working-size frames stacked into one array as they come, allocated for the promised
+    count and doubled when full. A list of small per-frame arrays, each allocated between two
+    full-size decodes, pins the heap's freed space, so memory grew with every frame."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: type, capacity: int) -> None:
+        self.array = np.empty((max(1, capacity), *shape), dtype)
+        self.count = 0
+
+    def slot(self) -> np.ndarray:
+        """The next frame's ``[H, W, C]`` slot, to be written in place."""
+        if self.count == len(self.array):
+            grown = np.empty((2 * len(self.array), *self.array.shape[1:]), self.array.dtype)
+            grown[: self.count] = self.array
+            self.array = grown
+        self.count += 1
+        return self.array[self.count - 1]
+
+    def frames(self) -> np.ndarray:
+        return self.array[: self.count]
+
+
 def ingest(
     path: str | os.PathLike,
     fps: float | None = None,
@@ -73,25 +95,28 @@ def ingest(
     size; ``fps=None`` keeps every frame, ``max_side=None`` the source size."""
     reader = VideoReader(path)
     frames: list[Frame] = []
-    images: list[np.ndarray] = []
     source = iter(reader)
     first = next(source, None)
     if first is None:
         raise VideoError(f"{path}: decodes to zero frames")
     rate = None if fps is None or fps >= reader.info.fps else fps
     size = working_size(first.image.shape[1], first.image.shape[0], max_side)
+    promised = (reader.info.promised_frames or 1) + 1
+    if rate is not None:
+        promised = round(promised * rate / reader.info.fps) + 1
+    images = FrameStack((size[1], size[0], 3), np.uint8, min(promised, max_frames or promised))
     for frame in _nearest_to_rate(itertools.chain([first], source), rate):
-        image = frame.image
-        images.append(
-            image if image.shape[1::-1] == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        )
+        if frame.image.shape[1::-1] == size:
+            images.slot()[:] = frame.image
+        else:
+            cv2.resize(frame.image, size, dst=images.slot(), interpolation=cv2.INTER_AREA)
         frame.image = None  # only the working size is kept
         frames.append(frame)
         if max_frames is not None and len(frames) >= max_frames:
             break
     complete = max_frames is None or len(frames) < max_frames
     return IngestedVideo(
-        frames=np.stack(images),
+        frames=images.frames(),
         fps=reader.info.fps if rate is None else rate,
         source_indices=np.array([f.index for f in frames]),
         timestamps=np.array([f.time for f in frames]) - frames[0].time,

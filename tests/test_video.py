@@ -6,10 +6,12 @@ from dataclasses import replace
 from fractions import Fraction
 
 import av
+import cv2
 import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from data_prep.ingest import FrameStack, ingest
 from data_prep.video import (
     Colour,
     Encoding,
@@ -245,3 +247,19 @@ def test_a_truncated_file_decodes_what_it_can_and_says_so(tmp_path):
     message = reader.damage()
     assert message.startswith(f"{cut}: damaged or truncated: {decoded} frames decoded")
     assert "the container promises 60 frames" in message
+
+
+def test_ingest_stacks_the_reader_frames_at_the_working_size(tmp_path):
+    """ingest's frames are the reader's, resized, whatever the container promised: a stack
+    allocated for one frame doubles as it fills, and keeps every frame written so far."""
+    path = write_video(tmp_path / "clip.mp4", frames(n=9), fps=24.0)
+    full = read_video(path).frames
+    assert np.array_equal(ingest(path).frames, full)
+    small = ingest(path, max_side=24).frames
+    assert small.shape == (9, 16, 24, 3)
+    resized = [cv2.resize(f, (24, 16), interpolation=cv2.INTER_AREA) for f in full]
+    assert np.array_equal(small, np.stack(resized))
+    stack = FrameStack((16, 24, 3), np.uint8, capacity=1)
+    for image in small:
+        stack.slot()[:] = image
+    assert len(stack.array) == 16 and np.array_equal(stack.frames(), small)
