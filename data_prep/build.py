@@ -15,9 +15,10 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import tarfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -26,7 +27,8 @@ import webdataset as wds
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from common.atomic import write_atomic
+from common import interrupt
+from common.atomic import remove, write_atomic
 from data_prep.ingest import expand_inputs, ingest
 from data_prep.poses import PoseConfig, PoseError, estimate_poses
 from data_prep.priors import PriorConfig, compute_priors
@@ -37,6 +39,7 @@ from data_prep.video import VideoError
 
 log = logging.getLogger("gavs.prep")
 MANIFEST = "manifest.json"
+SFM_SUFFIX = ".sfm"  # a clip's SfM scratch folder in the cache, while it is posed
 
 
 @dataclass
@@ -84,12 +87,15 @@ def clip_key(source: Path, start: int) -> str:
 
 def _process_clip(job: ClipJob, config: PrepConfig, cache: Path) -> None:
     """Pose, prior and encode one clip; leave ``KEY.tar`` or ``KEY.rejected.json`` in ``cache``."""
+    scratch = cache / f".{job.key}{SFM_SUFFIX}"  # in the cache, so a killed worker's is found
     try:
-        poses = estimate_poses(job.frames, config.poses)
+        poses = estimate_poses(job.frames, config.poses, workdir=scratch)
     except PoseError as err:
         note = {"source": job.source, "clip": job.key, "reason": f"{job.key}: poses: {err}"}
         write_atomic(cache / f"{job.key}.rejected.json", json.dumps(note).encode())
         return
+    finally:
+        remove(scratch)
     frames = job.frames[poses.frame_ids]
     flow = masks = None
     if config.priors.flow and len(frames) > 1:
@@ -114,6 +120,16 @@ def _process_clip(job: ClipJob, config: PrepConfig, cache: Path) -> None:
     with wds.TarWriter(buffer, encoder=False, mtime=0.0) as writer:
         writer.write(encode(sample))
     write_atomic(cache / f"{job.key}.tar", buffer.getvalue())
+
+
+def _worker_init() -> None:
+    """A worker leaves stopping to the main process, which ends it with SIGTERM: Ctrl-C, sent
+    to the whole process group, is ignored, and SIGTERM is the default, which ends it at once.
+    pycolmap is imported by then (this module imports it), so its glog handler, which prints
+    a C++ stack trace on SIGTERM, is already installed and is replaced here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _read_cached(path: Path) -> dict[str, bytes]:
@@ -196,16 +212,16 @@ def build(
     seen: set[str] = set()
     processed = 0
     bar = tqdm(total=0, desc="clips", unit="clip", disable=None if progress is None else not progress)
-    # One video at a time: only its frames are in memory while its clips are processed.
-    # spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
+    # One video at a time: only its frames are in memory while its clips are processed. The
+    # clips are posed in worker processes, even with one worker, so that a stop signal reaches
+    # this process at once and ends the workers (COLMAP's C++ never returns to Python to see
+    # it). spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
     # deadlock the children.
-    pool = (
-        ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
-        if config.workers > 1
-        else None
-    )
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(max(1, config.workers), initializer=_worker_init)
     try:
-        for video in videos:
+        for number, video in enumerate(videos):
+            interrupt.progress(f"video {number + 1} of {len(videos)} ({video.name})")
             jobs = plan_jobs([video], config, rejected)
             if seen & {job.key for job in jobs}:
                 raise BuildError(f"{video}: shares a file name with another input; clip keys would collide")
@@ -219,19 +235,18 @@ def build(
             ]
             bar.total += len(todo)
             bar.refresh()
-            if pool is not None:
-                for future in [pool.submit(_process_clip, job, config, cache) for job in todo]:
-                    future.result()
-                    bar.update()
-            else:
-                for job in todo:
-                    _process_clip(job, config, cache)
-                    bar.update()
+            for _ in pool.imap_unordered(partial(_process_clip, config=config, cache=cache), todo):
+                bar.update()
             processed += len(todo)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # SIGTERM to each worker, mid-clip if need be; its clip is redone next time
+        raise
     finally:
+        pool.join()
         bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        for scratch in cache.glob(f".*{SFM_SUFFIX}"):
+            remove(scratch)
     if not keys:
         reasons = "; ".join(r["reason"] for r in rejected) or "no input"
         raise BuildError(f"no clips to build from {inputs}: {reasons}")

@@ -7,8 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
+from common import interrupt
 from common.atomic import write_atomic
 from common.config import ConfigError, config_yaml, load_config, resolve_preset
+from common.interrupt import Interrupted, interrupted_line
 from data_prep.build import BuildError, PrepConfig, build
 from data_prep.importers import ImportFormatError, import_sequences, read_colmap, read_re10k, read_transforms
 from data_prep.merge import merge
@@ -17,6 +19,7 @@ from data_prep.verify import verify
 from data_prep.video import VideoError
 
 DEFAULT_PRESET = "default"  # configs/prep/default.yaml, shipped with the package
+STAGES = {"build": "building clips", "import": "importing", "merge": "merging", "verify": "verifying"}
 
 
 def parse_slice(text: str) -> tuple[int, int]:
@@ -92,51 +95,57 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
     )
     try:
-        if args.command == "build":
-            preset = resolve_preset("prep", args.config or DEFAULT_PRESET)
-            overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
-            config = load_config(PrepConfig, preset, overrides)
-            args.out.mkdir(parents=True, exist_ok=True)
-            manifest = build(
-                args.input,
-                args.out,
-                config,
-                progress=False if args.quiet else None,
-                part=parse_slice(args.slice) if args.slice else None,
-            )
-            _finish(args.out, config, manifest)
-        elif args.command == "import":
-            preset = resolve_preset("prep", args.config or DEFAULT_PRESET)
-            config = load_config(PrepConfig, preset, list(args.overrides))
-            fps = config.fps or 30.0
-            if args.format == "re10k":
-                files = sorted(args.cameras.glob("*.txt")) if args.cameras.is_dir() else [args.cameras]
-                sequences = [read_re10k(f, args.frames) for f in files]
-            elif args.format == "colmap":
-                sequences = [read_colmap(args.model, args.images, fps)]
-            else:
-                sequences = [read_transforms(args.json, fps)]
-            args.out.mkdir(parents=True, exist_ok=True)
-            manifest = import_sequences(sequences, args.out, config)
-            _finish(args.out, config, manifest)
-        elif args.command == "merge":
-            merged = merge(args.out, args.parts)
-            totals = merged["totals"]
-            shards, parts = len(merged["shards"]), len(merged["parts"])
-            print(
-                f"{totals['clips']} clips in {shards} shards from {parts} parts: {args.out / 'manifest.json'}"
-            )
-        else:
-            report = verify(args.dir, every=args.every)
-            print(
-                f"ok: {report['clips']} clips, {report['frames']} frames, "
-                f"mean reprojection error {report['reprojection_error']:.3f} px; "
-                f"{len(report['contact_sheets'])} contact sheets in {args.dir}"
-            )
+        with interrupt.stoppable(), interrupt.stage(STAGES[args.command]):
+            _run(args)
     except (BuildError, ConfigError, ImportFormatError, SchemaError, VideoError) as err:
         print(f"gavs-prep: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(interrupted_line("gavs-prep", err, resumable=args.command == "build"), file=sys.stderr)
+        return err.exit_code
     return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "build":
+        preset = resolve_preset("prep", args.config or DEFAULT_PRESET)
+        overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
+        config = load_config(PrepConfig, preset, overrides)
+        args.out.mkdir(parents=True, exist_ok=True)
+        manifest = build(
+            args.input,
+            args.out,
+            config,
+            progress=False if args.quiet else None,
+            part=parse_slice(args.slice) if args.slice else None,
+        )
+        _finish(args.out, config, manifest)
+    elif args.command == "import":
+        preset = resolve_preset("prep", args.config or DEFAULT_PRESET)
+        config = load_config(PrepConfig, preset, list(args.overrides))
+        fps = config.fps or 30.0
+        if args.format == "re10k":
+            files = sorted(args.cameras.glob("*.txt")) if args.cameras.is_dir() else [args.cameras]
+            sequences = [read_re10k(f, args.frames) for f in files]
+        elif args.format == "colmap":
+            sequences = [read_colmap(args.model, args.images, fps)]
+        else:
+            sequences = [read_transforms(args.json, fps)]
+        args.out.mkdir(parents=True, exist_ok=True)
+        manifest = import_sequences(sequences, args.out, config)
+        _finish(args.out, config, manifest)
+    elif args.command == "merge":
+        merged = merge(args.out, args.parts)
+        totals = merged["totals"]
+        shards, parts = len(merged["shards"]), len(merged["parts"])
+        print(f"{totals['clips']} clips in {shards} shards from {parts} parts: {args.out / 'manifest.json'}")
+    else:
+        report = verify(args.dir, every=args.every)
+        print(
+            f"ok: {report['clips']} clips, {report['frames']} frames, "
+            f"mean reprojection error {report['reprojection_error']:.3f} px; "
+            f"{len(report['contact_sheets'])} contact sheets in {args.dir}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common import interrupt
 from common.atomic import write_atomic
+from common.interrupt import Interrupted, interrupted_line
 from data_prep.schema import SchemaError, read_cameras
 from data_prep.video import VideoError, VideoReader, probe
 from evaluation.metrics import evaluate
@@ -78,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     frames = [
         (f.image for f in VideoReader(path, limit=args.max_frames)) for path in (args.input, args.output)
     ]
-    report = evaluate(*frames, infos[0].fps, poses, progress=False if args.quiet else None)
+    try:
+        with interrupt.stoppable(), interrupt.stage("evaluation"):
+            report = evaluate(*frames, infos[0].fps, poses, progress=False if args.quiet else None)
+    except Interrupted as err:
+        print(interrupted_line("gavs-eval", err, resumable=False), file=sys.stderr)
+        return err.exit_code
     report["input_path"], report["output_path"] = str(args.input), str(args.output)
     text = json.dumps(report, indent=2)
     if args.out:

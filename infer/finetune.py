@@ -23,17 +23,24 @@ Steps scale with the clip's length (``steps_per_frame``); the learning rate foll
 
 from __future__ import annotations
 
+import json
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from common import interrupt
+from common.atomic import atomic_path, remove
 from common.schedule import warmup_cosine
 from data_prep.priors import occlusion
 from data_prep.schema import ClipPoses
@@ -90,6 +97,10 @@ class FinetuneConfig:
     """Sparse SfM points per source frame, at most."""
     seed: int = 0
     """Seed of the window and target draws."""
+    checkpoint_every_s: float = 60.0
+    """Seconds between resumable checkpoints (weights, optimizer, step, random state) in the
+    work folder, so a stopped run continues where it was; 0 saves after every step. Not part
+    of the result's cache key."""
 
 
 def step_count(frames: int, config: FinetuneConfig) -> int:
@@ -351,6 +362,76 @@ class ClipFinetuner:
         self.optimizer.step()
         return {k: v.item() for k, v in terms.items()} | {"lr": lr}
 
+    def state(self) -> dict:
+        """Everything the next step depends on besides the clip: optimizer and random state."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "python_rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.setstate(state["python_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+class Resumable:
+    """Finetuning's checkpoints in ``folder``: ``step-NNNNNN`` folders, each written whole or
+    not at all, the newest two kept. One damaged after it was written (a full disk, a copy
+    cut short) is reported, and the one before it is used."""
+
+    KEEP = 2
+
+    def __init__(self, folder: Path, every_s: float, warn: Callable[[str], None]) -> None:
+        self.folder, self.every_s, self.warn = folder, every_s, warn
+        self.resumed_from = 0  # the step finetuning continued from; 0 for a fresh start
+        self.last_save = time.monotonic()
+
+    def steps(self) -> list[Path]:
+        return sorted(self.folder.glob("step-[0-9]*"), reverse=True)
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_save >= self.every_s
+
+    def save(self, tuner: ClipFinetuner, curve: list[dict]) -> None:
+        with atomic_path(self.folder / f"step-{len(curve):06d}", folder=True) as tmp:
+            weights = {k: v.detach().cpu().contiguous() for k, v in tuner.net.state_dict().items()}
+            save_file(weights, tmp / "model.safetensors")
+            torch.save(tuner.state(), tmp / "state.pt")
+            (tmp / "curve.json").write_text(json.dumps(curve))
+        for old in self.steps()[self.KEEP :]:
+            remove(old)
+        self.last_save = time.monotonic()
+
+    def restore(self, tuner: ClipFinetuner) -> list[dict]:
+        """The curve of the steps already done (none without a checkpoint), after loading the
+        newest checkpoint that loads whole into ``tuner``; nothing is changed before a
+        checkpoint has loaded whole."""
+        expected = {k: v.shape for k, v in tuner.net.state_dict().items()}
+        for folder in self.steps():
+            try:
+                curve = json.loads((folder / "curve.json").read_text())
+                weights = load_file(folder / "model.safetensors", device=str(tuner.device))
+                state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+                if {k: v.shape for k, v in weights.items()} != expected:
+                    raise ValueError("its weights are not this network's")
+            except Exception as err:  # any damage makes this one unusable; an older one may load
+                self.warn(
+                    f"finetuning checkpoint {folder} does not load ({type(err).__name__}: {err}); skipped"
+                )
+                continue
+            tuner.net.load_state_dict(weights)
+            tuner.load_state(state)
+            self.resumed_from = len(curve)
+            return curve
+        if self.steps():
+            self.warn(f"no finetuning checkpoint in {self.folder} loads; finetuning starts again")
+        return []
+
 
 def finetune(
     net: GaussianPredictor,
@@ -362,18 +443,24 @@ def finetune(
     backend: Backend = "auto",
     device: torch.device,
     progress: bool = True,
+    resume: Resumable | None = None,
 ) -> list[dict[str, float]]:
     """Finetune ``net`` in place on the posed frames, seen on canvases padded by ``pad``;
-    returns the per-step loss terms."""
+    returns the per-step loss terms. With ``resume``, it continues from the newest checkpoint
+    there and saves one whenever ``resume`` says one is due."""
     tuner = ClipFinetuner(
         net.to(device).train(), frames, poses, config, pad=pad, backend=backend, device=device
     )
-    curve = []
-    bar = tqdm(
-        range(tuner.total_steps), desc="finetune", unit="step", disable=not progress, dynamic_ncols=True
-    )
-    for step in bar:
-        curve.append(tuner.step(step))
-        bar.set_postfix(loss=f"{curve[-1]['total']:.4f}")
+    curve = resume.restore(tuner) if resume is not None else []
+    total = tuner.total_steps
+    bar = tqdm(total=total, initial=len(curve), desc="finetune", unit="step", disable=not progress)
+    with bar:
+        for step in range(len(curve), total):
+            interrupt.progress(f"step {step + 1} of {total}")
+            curve.append(tuner.step(step))
+            bar.update()
+            bar.set_postfix(loss=f"{curve[-1]['total']:.4f}")
+            if resume is not None and step + 1 < total and resume.due():
+                resume.save(tuner, curve)
     net.eval()
     return curve

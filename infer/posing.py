@@ -16,14 +16,20 @@ long clip does not have to sit in memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from common.atomic import atomic_path
+from common import interrupt
+from common.atomic import atomic_path, remove
+from common.interrupt import Child
 from data_prep.ingest import ingest
 from data_prep.poses import PoseConfig, PoseError, estimate_poses
 from data_prep.schema import ClipPoses, read_posed_npz, write_posed_npz
@@ -92,51 +98,109 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def pose_stretch(frames: np.ndarray, start: int, end: int, shot: int, config: PoseConfig) -> list[Segment]:
+Estimate = Callable[[np.ndarray, PoseConfig], ClipPoses]  # estimate_poses, here or in a child process
+
+
+def pose_stretch(
+    frames: np.ndarray,
+    start: int,
+    end: int,
+    shot: int,
+    config: PoseConfig,
+    estimate: Estimate = estimate_poses,
+) -> list[Segment]:
     """Segments covering ``frames[start:end]``: SfM's longest posed run, and the frames on
     either side posed again on their own, down to stretches too short for SfM (2D)."""
     minimum = config.min_partial_frames or 1
     if end - start < minimum:
         return [Segment(start, end, shot, None, f"{end - start} frames, fewer than SfM needs ({minimum})")]
     try:
-        poses = estimate_poses(frames[start:end], config)
+        poses = estimate(frames[start:end], config)
     except PoseError as err:
         return [Segment(start, end, shot, None, str(err))]
     first, last = start + int(poses.frame_ids[0]), start + int(poses.frame_ids[-1]) + 1
     own = Segment(first, last, shot, replace(poses, frame_ids=np.arange(last - first)), poses.pose_method)
-    before = pose_stretch(frames, start, first, shot, config) if first > start else []
-    after = pose_stretch(frames, last, end, shot, config) if last < end else []
+    before = pose_stretch(frames, start, first, shot, config, estimate) if first > start else []
+    after = pose_stretch(frames, last, end, shot, config, estimate) if last < end else []
     return [*before, own, *after]
+
+
+def _save_segments(folder: Path, segments: list[Segment], fps: float) -> list[dict]:
+    """Each 3D segment's poses as ``segment-K.npz`` in ``folder``; the segments' records."""
+    records = []
+    for k, segment in enumerate(segments):
+        if segment.poses is not None:
+            write_posed_npz(folder / f"segment-{k}.npz", segment.poses, fps)
+        records.append(
+            {"start": segment.start, "end": segment.end, "shot": segment.shot, "reason": segment.reason}
+        )
+    return records
+
+
+def _load_segments(folder: Path, records: list[dict]) -> list[Segment]:
+    segments = []
+    for k, s in enumerate(records):
+        path = folder / f"segment-{k}.npz"
+        poses = read_posed_npz(path)[0] if path.is_file() else None
+        segments.append(Segment(s["start"], s["end"], s["shot"], poses, s["reason"]))
+    return segments
 
 
 def _save(folder: Path, clip: DecodedClip) -> None:
     with atomic_path(folder, folder=True) as tmp:
         np.save(tmp / "frames.npy", clip.frames)
         np.save(tmp / "pts.npy", clip.pts)
-        segments = []
-        for k, segment in enumerate(clip.segments):
-            if segment.poses is not None:
-                write_posed_npz(tmp / f"segment-{k}.npz", segment.poses, clip.fps)
-            segments.append({"start": segment.start, "end": segment.end, "shot": segment.shot})
-            segments[-1]["reason"] = segment.reason
+        segments = _save_segments(tmp, clip.segments, clip.fps)
         record = {"shots": clip.shots, "segments": segments, "damage": clip.damage}
         (tmp / "clip.json").write_text(json.dumps(record, indent=1))
 
 
+def pose_shots(
+    frames: np.ndarray,
+    shots: list[tuple[int, int]],
+    config: PoseConfig,
+    fps: float,
+    done: Path,
+    progress: bool,
+) -> list[Segment]:
+    """Every shot's segments. SfM runs in a child process, so that a stop signal ends it at
+    once; each shot's result is kept in ``done`` as it comes, so a stopped run keeps the shots
+    already posed."""
+    segments = []
+    with Child() as child, tempfile.TemporaryDirectory(prefix="gavs-sfm-") as scratch:
+        calls = itertools.count()
+
+        def estimate(stretch: np.ndarray, config: PoseConfig) -> ClipPoses:
+            # a fresh folder per call, owned here: a killed child cannot leave one behind
+            folder = Path(scratch) / str(next(calls))
+            try:
+                return child.call(estimate_poses, stretch, config, folder)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        for shot, (start, end) in enumerate(tqdm(shots, desc="poses (shots)", disable=not progress)):
+            interrupt.progress(f"shot {shot + 1} of {len(shots)}")
+            kept = done / f"shot-{shot}"
+            if (kept / "segments.json").is_file():
+                segments += _load_segments(kept, json.loads((kept / "segments.json").read_text()))
+                continue
+            found = pose_stretch(frames, start, end, shot, config, estimate)
+            done.mkdir(parents=True, exist_ok=True)
+            with atomic_path(kept, folder=True) as tmp:
+                (tmp / "segments.json").write_text(json.dumps(_save_segments(tmp, found, fps)))
+            segments += found
+    return segments
+
+
 def _load(folder: Path, info: VideoInfo) -> DecodedClip:
     record = json.loads((folder / "clip.json").read_text())
-    segments = []
-    for k, s in enumerate(record["segments"]):
-        path = folder / f"segment-{k}.npz"
-        poses = read_posed_npz(path)[0] if path.is_file() else None
-        segments.append(Segment(s["start"], s["end"], s["shot"], poses, s["reason"]))
     return DecodedClip(
         frames=np.load(folder / "frames.npy", mmap_mode="r"),
         pts=np.load(folder / "pts.npy"),
         info=info,
         damage=record["damage"],
         shots=[tuple(s) for s in record["shots"]],
-        segments=segments,
+        segments=_load_segments(folder, record["segments"]),
     )
 
 
@@ -168,10 +232,9 @@ def decode_and_pose(
     if len(decoded.frames) < MIN_FRAMES:
         raise VideoError(f"{video}: {len(decoded.frames)} frames; stabilizing needs at least {MIN_FRAMES}")
     shots = detect_shots(decoded.frames)
-    segments = []
-    for shot, (start, end) in enumerate(tqdm(shots, desc="poses (shots)", disable=not progress)):
-        segments += pose_stretch(decoded.frames, start, end, shot, config)
+    done = folder.with_name(f"{key}.shots")
+    segments = pose_shots(decoded.frames, shots, config, decoded.fps, done, progress)
     clip = DecodedClip(decoded.frames, decoded.pts, decoded.info, decoded.damage, shots, segments)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     _save(folder, clip)
+    remove(done)
     return _load(folder, info), key, False

@@ -32,7 +32,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from common.atomic import write_atomic
+from common import interrupt
+from common.atomic import remove, write_atomic
 from common.config import ConfigError
 from common.memory import peak_rss_gb
 from data_prep.ingest import working_size
@@ -41,7 +42,7 @@ from data_prep.video import Encoding, VideoError, VideoInfo, VideoReader, VideoW
 from infer.canvas import CanvasConfig, pad_amounts
 from infer.compose import ORIGINS
 from infer.coverage import Canvas, bounded_path, near_depth
-from infer.finetune import FinetuneConfig, finetune
+from infer.finetune import FinetuneConfig, Resumable, finetune
 from infer.media import plot_paths, write_output
 from infer.planar import JOIN_FRAMES, induced_similarity, planar_corrections, similarity_steps, to_size, warp
 from infer.posing import DecodedClip, PosedClip, Segment, cache_key, decode_and_pose
@@ -123,6 +124,7 @@ class Finetuned:
     provenance: dict  # where the starting weights came from: a fresh network or a release
     curve: list[dict[str, float]]  # the loss terms of every finetuning step
     cached: bool  # taken from the work folder
+    resumed_from: int = 0  # the step a stopped finetuning continued from (0: it started afresh)
 
 
 def _initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[GaussianPredictor, dict]:
@@ -149,21 +151,19 @@ def finetuned_network(
     work_dir: Path,
     device: torch.device,
     progress: bool,
+    warn: Callable[[str], None],
 ) -> Finetuned:
-    """The clip's finetuned network, from the cache when this clip, start and config were seen."""
+    """The clip's finetuned network, from the cache when this clip, start and config were
+    seen; a stopped finetuning continues from its last checkpoint."""
     net, provenance = _initial_network(config, checkpoint)
-    settings = (
-        asdict(net.config),
-        asdict(config.canvas),
-        asdict(config.finetune),
-        config.backend,
-        config.seed,
-    )
+    tuning = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every_s"}
+    settings = (asdict(net.config), asdict(config.canvas), tuning, config.backend, config.seed)
     folder = work_dir / "finetune" / cache_key("finetune/2", poses_key, provenance, *settings)
     if (folder / "model.safetensors").is_file():
         curve = json.loads((folder / "curve.json").read_text())
         return Finetuned(load_predictor(folder).to(device), provenance, curve, cached=True)
     torch.manual_seed(config.seed)
+    resume = Resumable(folder.with_name(f"{folder.name}.resume"), config.finetune.checkpoint_every_s, warn)
     curve = finetune(
         net,
         clip.frames,
@@ -173,9 +173,11 @@ def finetuned_network(
         backend=config.backend,
         device=device,
         progress=progress,
+        resume=resume,
     )
     save_predictor(net, folder, extra={"clip": poses_key}, files={"curve.json": json.dumps(curve)})
-    return Finetuned(net.eval(), provenance, curve, cached=False)
+    remove(resume.folder)
+    return Finetuned(net.eval(), provenance, curve, cached=False, resumed_from=resume.resumed_from)
 
 
 def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dict]:
@@ -286,10 +288,20 @@ class Stabilized:
     timer: StageTimer  # seconds and peak memory per stage
 
 
+STAGE_NAMES = {  # for the line a stop prints: "interrupted during finetuning, ..."
+    "poses": "posing",
+    "smoothing": "path smoothing",
+    "finetune": "finetuning",
+    "render": "rendering and writing",
+    "write": "writing the path plot",
+    "evaluate": "evaluation",
+}
+
+
 class StageTimer:
     """Wall time per pipeline stage, and the process's peak memory up to each stage's end (the
     first stage that reaches the run's peak is the one that needs it):
-    ``with timer.stage("poses"): ...``."""
+    ``with timer.stage("poses"): ...``. The stage also names what a stop interrupted."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -298,7 +310,8 @@ class StageTimer:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
-        yield
+        with interrupt.stage(STAGE_NAMES.get(name, name)):
+            yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
         self.peak_rss_gb[name] = peak_rss_gb()
 
@@ -422,6 +435,13 @@ def stabilized_frames(
         stats[k] = renderer.canvas_filled
 
 
+def _counted(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``frames``, telling the interruption's line which one the stage is at."""
+    for index, frame in enumerate(frames):
+        interrupt.progress(f"frame {index + 1}")
+        yield frame
+
+
 def stabilize(
     video: Path,
     output: Path,
@@ -466,6 +486,7 @@ def stabilize(
         plans = plan_paths(clip, config)
     tuned: dict[int, Finetuned] = {}
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+    where["warn"] = warn
 
     def network(k: int) -> GaussianPredictor:
         posed = clip.posed(plans[k].segment)
@@ -495,6 +516,7 @@ def stabilize(
 
         def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for index, (frame_in, frame_out, share) in enumerate(frames):
+                interrupt.progress(f"frame {index + 1} of {len(shares)}")
                 shares[index] = share
                 yield frame_in, frame_out
 
@@ -509,7 +531,7 @@ def stabilize(
     if evaluate_output:
         with timer.stage("evaluate"):
             metrics = evaluate(
-                (f.image for f in VideoReader(video, limit=len(clip.frames))),
+                _counted(f.image for f in VideoReader(video, limit=len(clip.frames))),
                 (f.image for f in VideoReader(output)),
                 clip.fps,
                 progress=progress,
@@ -544,7 +566,8 @@ def _segment_report(k: int, plan: SegmentPlan, result: Stabilized) -> dict:
     }
     if k in result.tuned:
         tuned = result.tuned[k]
-        entry |= {"cached_finetune": tuned.cached, "finetune_curve": tuned.curve}
+        entry |= {"cached_finetune": tuned.cached, "finetune_resumed_from_step": tuned.resumed_from}
+        entry["finetune_curve"] = tuned.curve
         entry["canvas_filled_from_neighbours"] = round(result.canvas_filled.get(k, 0.0), 5)
     return entry
 

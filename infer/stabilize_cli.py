@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from common import interrupt
 from common.config import (
     ConfigError,
     add_flags,
@@ -17,6 +18,7 @@ from common.config import (
     preset_names,
     resolve_preset,
 )
+from common.interrupt import Interrupted, interrupted_line
 from data_prep.poses import PoseError
 from data_prep.video import VideoError
 from infer.stabilize import StabilizeConfig, stabilize
@@ -36,7 +38,10 @@ def parser() -> argparse.ArgumentParser:
             "OUT.report.json (timings, poses, loss curve, metrics) and OUT.path.png (the camera path). "
             "Poses and finetuning are cached in the work folder, so rerunning with another --strength "
             "only renders again. Several inputs (or a quoted glob) go to an output folder as "
-            f"CLIP{OUTPUT_SUFFIX}; a clip that fails is reported and the others go on."
+            f"CLIP{OUTPUT_SUFFIX}; a clip that fails is reported and the others go on. Ctrl-C, SIGTERM "
+            "or SIGUSR1 stops it within about a second (exit 128 + the signal's number); rerunning "
+            "the same command keeps the shots already posed and continues finetuning from its last "
+            "checkpoint (finetune.checkpoint_every_s)."
         ),
         epilog=(
             f"Presets for --config: {', '.join(preset_names('stabilize'))} (or a YAML file). Every setting "
@@ -168,6 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, VideoError, OSError) as err:
         print(f"gavs-stabilize: error: {err}", file=sys.stderr)
         return 2
+    try:
+        with interrupt.stoppable():
+            results = run_all(todo, config, args)
+    except Interrupted as err:
+        print(interrupted_line("gavs-stabilize", err), file=sys.stderr)
+        return err.exit_code
+    if len(results) > 1:
+        print(summary_table(results))
+    return 2 if any(report is None for _, report, _, _ in results) else 0
+
+
+def run_all(todo: list[tuple[Path, Path, Path]], config: StabilizeConfig, args: argparse.Namespace) -> list:
+    """Each clip in turn: (video, report or None, error or None, seconds); a failed clip does
+    not stop the others, a stop signal does."""
     results = []
     for video, output, work_dir in todo:
         start = time.perf_counter()
@@ -178,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             report, error = None, describe_error(video, err)
             print(f"gavs-stabilize: error: {error}", file=sys.stderr)
         results.append((video, report, error, time.perf_counter() - start))
-    if len(results) > 1:
-        print(summary_table(results))
-    return 2 if any(report is None for _, report, _, _ in results) else 0
+    return results
 
 
 if __name__ == "__main__":
