@@ -101,10 +101,10 @@ def ingest(
         raise VideoError(f"{path}: decodes to zero frames")
     rate = None if fps is None or fps >= reader.info.fps else fps
     size = working_size(first.image.shape[1], first.image.shape[0], max_side)
-    promised = (reader.info.promised_frames or 1) + 1
-    if rate is not None:
-        promised = round(promised * rate / reader.info.fps) + 1
-    images = FrameStack((size[1], size[0], 3), np.uint8, min(promised, max_frames or promised))
+    expected = (reader.info.promised_frames or 1) * (1 if rate is None else rate / reader.info.fps)
+    # at most 256 MB up front: a container's promise can be wrong, and the stack doubles anyway
+    capacity = min(round(expected) + 1, max_frames or np.inf, 2**28 // (3 * size[0] * size[1]) + 1)
+    images = FrameStack((size[1], size[0], 3), np.uint8, int(capacity))
     for frame in _nearest_to_rate(itertools.chain([first], source), rate):
         if frame.image.shape[1::-1] == size:
             images.slot()[:] = frame.image
