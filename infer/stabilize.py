@@ -35,7 +35,7 @@ import torch
 from common import interrupt
 from common.atomic import remove, write_atomic
 from common.config import ConfigError
-from common.memory import peak_rss_gb
+from common.memory import peak_rss_gb, release_free_heap
 from data_prep.ingest import working_size
 from data_prep.poses import PoseConfig
 from data_prep.video import Encoding, VideoError, VideoInfo, VideoReader, VideoWriter, encoding_like, probe
@@ -433,6 +433,8 @@ def stabilized_frames(
         for out, shares in renderer.frames(detail):
             yield (held.popleft() if detail is not None else next(frames)), out, shares
         stats[k] = renderer.canvas_filled
+        del renderer  # before the next segment's network and scene are built beside it
+        release_free_heap()
 
 
 def _counted(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -498,6 +500,7 @@ def stabilize(
         for k, plan in enumerate(plans):
             if plan.smoothed is not None:
                 network(k)
+                release_free_heap()  # the finetuning's freed blocks, before the next segment's
     pts, encoding = _pts(clip, encoding)
     canvas_filled: dict[int, float] = {}
     # filled in place: a small array kept per frame would pin the heap between frame-sized blocks
