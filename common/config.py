@@ -17,7 +17,7 @@ import itertools
 import os
 import textwrap
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -89,13 +89,15 @@ def config_yaml(config) -> str:
 
 
 def field_docs(schema: type) -> dict[str, str]:
-    """Each field's docstring: the string literal that follows its line in the class body."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(schema))).body[0].body
+    """Each field's docstring: the string literal that follows its line in the class body (or
+    in a base dataclass's, for the fields it inherits)."""
     docs = {}
-    for node, after in itertools.pairwise(body):
-        is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and is_doc:
-            docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+    for cls in reversed([c for c in schema.__mro__ if is_dataclass(c)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+        for node, after in itertools.pairwise(body):
+            is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and is_doc:
+                docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
     return docs
 
 

@@ -94,6 +94,10 @@ class DecodedClip:
         return [s.method for s in self.segments for _ in range(s.length)]
 
 
+class WorkFolderError(ValueError):
+    """A work folder that lacks what a command was told to find in it."""
+
+
 def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -213,10 +217,12 @@ def decode_and_pose(
     *,
     strict: bool = False,
     progress: bool = False,
+    cached_only: bool = False,
 ) -> tuple[DecodedClip, str, bool]:
     """The decoded, segmented and posed clip, its cache key (later stages build on it), and
     whether it came from the cache. Raises VideoError for a clip too short to stabilize, and,
-    with ``strict``, for a damaged one (before any pose work)."""
+    with ``strict``, for a damaged one (before any pose work); with ``cached_only``,
+    WorkFolderError when the work folder does not have them."""
     config = config or PoseConfig()
     info = probe(video)
     key = cache_key("poses/3", sha256(video), resolution, max_frames, asdict(config))
@@ -226,6 +232,8 @@ def decode_and_pose(
         if strict and clip.damage:
             raise VideoError(f"{clip.damage} (--strict)")
         return clip, key, True
+    if cached_only:
+        raise WorkFolderError(f"{work_dir}: no poses of {video} at these settings")
     decoded = ingest(video, max_side=resolution, max_frames=max_frames)
     if strict and decoded.damage:
         raise VideoError(f"{decoded.damage} (--strict)")

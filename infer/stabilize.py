@@ -45,7 +45,7 @@ from infer.coverage import Canvas, bounded_path, near_depth
 from infer.finetune import FinetuneConfig, Resumable, finetune
 from infer.media import plot_paths, write_output
 from infer.planar import JOIN_FRAMES, induced_similarity, planar_corrections, similarity_steps, to_size, warp
-from infer.posing import DecodedClip, PosedClip, Segment, cache_key, decode_and_pose
+from infer.posing import DecodedClip, PosedClip, Segment, WorkFolderError, cache_key, decode_and_pose
 from infer.rerender import RenderConfig, SegmentRenderer
 from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_path, min_acceleration_path
 from model.cameras import relative_pose
@@ -152,9 +152,11 @@ def finetuned_network(
     device: torch.device,
     progress: bool,
     warn: Callable[[str], None],
+    cached_only: bool = False,
 ) -> Finetuned:
     """The clip's finetuned network, from the cache when this clip, start and config were
-    seen; a stopped finetuning continues from its last checkpoint."""
+    seen (with ``cached_only``, WorkFolderError when not); a stopped finetuning continues from
+    its last checkpoint."""
     net, provenance = _initial_network(config, checkpoint)
     tuning = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every_s"}
     settings = (asdict(net.config), asdict(config.canvas), tuning, config.backend, config.seed)
@@ -162,6 +164,8 @@ def finetuned_network(
     if (folder / "model.safetensors").is_file():
         curve = json.loads((folder / "curve.json").read_text())
         return Finetuned(load_predictor(folder).to(device), provenance, curve, cached=True)
+    if cached_only:
+        raise WorkFolderError(f"{work_dir}: no network finetuned on this clip at these settings")
     torch.manual_seed(config.seed)
     resume = Resumable(folder.with_name(f"{folder.name}.resume"), config.finetune.checkpoint_every_s, warn)
     curve = finetune(
@@ -437,11 +441,126 @@ def stabilized_frames(
         release_free_heap()
 
 
+@dataclass
+class Reconstruction:
+    """What the readouts of a clip build on: the decoded, posed clip, each segment's plan and,
+    through ``network(k)``, 3D segment k's finetuned network (from the work folder)."""
+
+    clip: DecodedClip
+    poses_cached: bool
+    plans: list[SegmentPlan]
+    tuned: dict[int, Finetuned]  # per 3D segment, as finetuned or found (nets dropped)
+    network: Callable[[int], GaussianPredictor]
+    warnings: list[str]  # the clip's damage, if any
+
+
+def reconstruct(
+    video: Path,
+    config: StabilizeConfig,
+    *,
+    checkpoint: str | None,
+    work_dir: Path,
+    device: torch.device,
+    progress: bool,
+    timer: StageTimer,
+    warn: Callable[[str], None],
+    cached_only: bool = False,
+    check: Callable[[DecodedClip], object] | None = None,
+) -> Reconstruction:
+    """Stages 1-3, each timed by ``timer``: poses, path smoothing and finetuning, taken from
+    the work folder where it has them (with ``cached_only``, WorkFolderError where not).
+    ``check(clip)`` may refuse the posed clip before any finetuning."""
+    with timer.stage("poses"):
+        clip, poses_key, poses_cached = decode_and_pose(
+            video,
+            work_dir,
+            config.resolution,
+            config.max_frames,
+            config.poses,
+            strict=config.strict,
+            progress=progress,
+            cached_only=cached_only,
+        )
+    if clip.damage:
+        warn(clip.damage)
+    if check is not None:
+        check(clip)
+    with timer.stage("smoothing"):
+        plans = plan_paths(clip, config)
+    tuned: dict[int, Finetuned] = {}
+    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+
+    def network(k: int) -> GaussianPredictor:
+        posed = clip.posed(plans[k].segment)
+        result = finetuned_network(
+            posed, poses_key=f"{poses_key}/{k}", config=config, warn=warn, cached_only=cached_only, **where
+        )
+        tuned.setdefault(k, replace(result, net=None))
+        return result.net
+
+    with timer.stage("finetune"):
+        for k, plan in enumerate(plans):
+            if plan.smoothed is not None:
+                network(k)
+                release_free_heap()  # the finetuning's freed blocks, before the next segment's
+    return Reconstruction(clip, poses_cached, plans, tuned, network, [clip.damage] if clip.damage else [])
+
+
 def _counted(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     """``frames``, telling the interruption's line which one the stage is at."""
     for index, frame in enumerate(frames):
         interrupt.progress(f"frame {index + 1}")
         yield frame
+
+
+def render_video(
+    video: Path,
+    output: Path,
+    built: Reconstruction,
+    plans: list[SegmentPlan],
+    config: StabilizeConfig,
+    *,
+    encoding: Encoding,
+    device: torch.device,
+    timer: StageTimer,
+    progress: bool,
+    side_by_side: bool = False,
+) -> tuple[np.ndarray, dict[int, float], Encoding]:
+    """Stages 4-5: render every frame along ``plans`` (3D segments from their ``smoothed``
+    cameras), encode it into ``output`` as it comes, and plot the paths. Returns the frames'
+    pixel-origin shares ``[T, len(ORIGINS)]``, each 3D segment's canvas share filled from
+    neighbours, and the encoding used (with the clip's time base)."""
+    clip = built.clip
+    pts, encoding = _pts(clip, encoding)
+    canvas_filled: dict[int, float] = {}
+    # filled in place: a small array kept per frame would pin the heap between frame-sized blocks
+    shares = np.zeros((len(clip.frames), len(ORIGINS)))
+    with timer.stage("render"):
+        frames = stabilized_frames(
+            clip,
+            plans,
+            input_frames(video, clip, encoding),
+            built.network,
+            config,
+            device=device,
+            progress=progress,
+            stats=canvas_filled,
+        )
+
+        def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for index, (frame_in, frame_out, share) in enumerate(frames):
+                interrupt.progress(f"frame {index + 1} of {len(shares)}")
+                shares[index] = share
+                yield frame_in, frame_out
+
+        duration = float(pts[-1] * encoding.time_base) + 1 / clip.fps  # the last frame's end
+        write_output(
+            video, output, pairs(), pts=pts, encoding=encoding, duration=duration, side_by_side=side_by_side
+        )
+    with timer.stage("write"):
+        posed = [(p.segment.start, p.segment.poses.c2w, p.smoothed) for p in plans if p.smoothed is not None]
+        plot_paths(posed, output.with_suffix(".path.png"))
+    return shares, canvas_filled, encoding
 
 
 def stabilize(
@@ -470,66 +589,22 @@ def stabilize(
         warn(message)
     device = pick_device(config.device)
     timer = StageTimer()
-
-    with timer.stage("poses"):
-        clip, poses_key, poses_cached = decode_and_pose(
-            video,
-            work_dir,
-            config.resolution,
-            config.max_frames,
-            config.poses,
-            strict=config.strict,
-            progress=progress,
-        )
-    if clip.damage:
-        warn(clip.damage)
-        warnings.append(clip.damage)
-    with timer.stage("smoothing"):
-        plans = plan_paths(clip, config)
-    tuned: dict[int, Finetuned] = {}
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
-    where["warn"] = warn
-
-    def network(k: int) -> GaussianPredictor:
-        posed = clip.posed(plans[k].segment)
-        result = finetuned_network(posed, poses_key=f"{poses_key}/{k}", config=config, **where)
-        tuned.setdefault(k, replace(result, net=None))
-        return result.net
-
-    with timer.stage("finetune"):
-        for k, plan in enumerate(plans):
-            if plan.smoothed is not None:
-                network(k)
-                release_free_heap()  # the finetuning's freed blocks, before the next segment's
-    pts, encoding = _pts(clip, encoding)
-    canvas_filled: dict[int, float] = {}
-    # filled in place: a small array kept per frame would pin the heap between frame-sized blocks
-    shares = np.zeros((len(clip.frames), len(ORIGINS)))
-    with timer.stage("render"):
-        frames = stabilized_frames(
-            clip,
-            plans,
-            input_frames(video, clip, encoding),
-            network,
-            config,
-            device=device,
-            progress=progress,
-            stats=canvas_filled,
-        )
-
-        def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for index, (frame_in, frame_out, share) in enumerate(frames):
-                interrupt.progress(f"frame {index + 1} of {len(shares)}")
-                shares[index] = share
-                yield frame_in, frame_out
-
-        duration = float(pts[-1] * encoding.time_base) + 1 / clip.fps  # the last frame's end
-        write_output(
-            video, output, pairs(), pts=pts, encoding=encoding, duration=duration, side_by_side=side_by_side
-        )
-    with timer.stage("write"):
-        posed = [(p.segment.start, p.segment.poses.c2w, p.smoothed) for p in plans if p.smoothed is not None]
-        plot_paths(posed, output.with_suffix(".path.png"))
+    built = reconstruct(video, config, timer=timer, warn=warn, **where)
+    clip, plans = built.clip, built.plans
+    warnings += built.warnings
+    shares, canvas_filled, encoding = render_video(
+        video,
+        output,
+        built,
+        plans,
+        config,
+        encoding=encoding,
+        device=device,
+        timer=timer,
+        progress=progress,
+        side_by_side=side_by_side,
+    )
     metrics = None
     if evaluate_output:
         with timer.stage("evaluate"):
@@ -542,9 +617,9 @@ def stabilize(
 
     result = Stabilized(
         clip,
-        poses_cached,
+        built.poses_cached,
         plans,
-        tuned,
+        built.tuned,
         shares,
         canvas_filled,
         encoding,
