@@ -3,13 +3,16 @@ Video Gaussian Representation paper. Each reads a clip's poses and finetuned net
 the work folder of an earlier ``gavs-stabilize`` run, or made here) and renders with the same
 neighbour fill, fusion and detail transfer as stabilization.
 
-- ``render_path``: the clip along a new camera path, a preset or a path file.
+Each readout is a ``Readout`` (new cameras, a layout, report details) that ``run_readout``
+renders:
+
+- ``path_readout``: the clip along a new camera path, a preset or a path file;
+- ``stereo_readout``: left and right eyes, side by side, top-bottom or anaglyph.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,10 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import write_atomic
+from common.config import ConfigError
 from data_prep.video import probe
 from infer.camera_paths import PRESETS, PathConfig, PathFileError, preset_path, read_path_file
+from infer.coverage import near_depth
 from infer.posing import DecodedClip, WorkFolderError
 from infer.stabilize import (
+    Reconstruction,
     SegmentPlan,
     StabilizeConfig,
     Stabilized,
@@ -30,8 +36,19 @@ from infer.stabilize import (
     output_encoding,
     pick_device,
     plan_path,
+    print_warning,
     reconstruct,
     render_video,
+)
+from infer.stereo import (
+    LAYOUTS,
+    StereoConfig,
+    StereoLayout,
+    beyond_budget,
+    eye_cameras,
+    lay_out,
+    layout_size,
+    segment_baseline,
 )
 
 
@@ -41,6 +58,7 @@ class ReadoutConfig(StabilizeConfig):
     readouts' own."""
 
     path: PathConfig = field(default_factory=PathConfig)
+    stereo: StereoConfig = field(default_factory=StereoConfig)
 
 
 def work_folder(output: Path, work_dir: Path | None) -> tuple[Path, bool]:
@@ -102,43 +120,60 @@ def new_plans(
     return plans
 
 
-def render_path(
+@dataclass
+class Readout:
+    """What one readout changes in the rendering of a clip."""
+
+    kind: str  # for the report
+    plans: Callable[[Reconstruction], list[SegmentPlan]]  # the plans with the new cameras
+    check: Callable[[DecodedClip], object] = lambda clip: None  # refuses a clip before finetuning
+    layout: Callable[[np.ndarray], np.ndarray] = lambda views: views[0]  # one frame from the views
+    size: Callable[[int, int], tuple[int, int]] = lambda w, h: (w, h)  # its size from the input's
+    details: Callable[[list[SegmentPlan]], dict] = lambda plans: {}  # the report's readout entry
+
+
+def run_readout(
     video: Path,
     output: Path,
     config: ReadoutConfig,
-    path: str,
+    readout: Readout,
     *,
-    checkpoint: str | None = None,
-    work_dir: Path | None = None,
-    progress: bool = True,
+    checkpoint: str | None,
+    work_dir: Path | None,
+    progress: bool,
 ) -> dict:
-    """Render ``video`` along ``path`` (a preset in ``PRESETS`` or a path file) into
-    ``output``, with ``OUT.report.json`` and ``OUT.path.png`` beside it."""
-    warn = lambda message: print(f"warning: {message}", file=sys.stderr)  # noqa: E731
+    """Reconstruct ``video`` (or find it in the work folder), render it with ``readout``'s
+    cameras and layout into ``output``, and write ``OUT.report.json`` and ``OUT.path.png``."""
+    warn = print_warning
     output, video = Path(output), Path(video)
-    check = _path_checker(path)
     work_dir, cached_only = work_folder(output, work_dir)
     info = probe(video)
     encoding, warnings = output_encoding(info, config)
+    width, height = readout.size(encoding.width, encoding.height)
+    odd = width % 2 or height % 2
+    encoding = replace(encoding, width=width, height=height, chroma="444" if odd else encoding.chroma)
     check_output(output, encoding, info, work_dir, side_by_side=False)
     for message in warnings:
         warn(message)
     device, timer = pick_device(config.device), StageTimer()
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
-    found: dict[str, np.ndarray | None] = {}
     built = reconstruct(
-        video,
-        config,
-        timer=timer,
-        warn=warn,
-        cached_only=cached_only,
-        check=lambda clip: found.setdefault("c2w", check(clip)),
-        **where,
+        video, config, timer=timer, warn=warn, cached_only=cached_only, check=readout.check, **where
     )
-    plans = new_plans(built.plans, built.clip, path, found["c2w"], config)
+    plans = readout.plans(built)
     shares, canvas_filled, encoding = render_video(
-        video, output, built, plans, config, encoding=encoding, device=device, timer=timer, progress=progress
+        video,
+        output,
+        built,
+        plans,
+        config,
+        encoding=encoding,
+        device=device,
+        timer=timer,
+        progress=progress,
+        layout=readout.layout,
     )
+    warnings += built.warnings
     result = Stabilized(
         built.clip,
         built.poses_cached,
@@ -147,16 +182,63 @@ def render_path(
         shares,
         canvas_filled,
         encoding,
-        warnings + built.warnings,
+        warnings,
         None,
         timer,
     )
     report = build_report(video, output, config, device, result)
-    report["readout"] = {
-        "kind": "path",
-        "path": path,
-        "settings": asdict(config.path),
-        "cameras": {p.segment.start: p.smoothed.tolist() for p in plans if p.smoothed is not None},
-    }
+    cameras = {p.segment.start: p.smoothed.tolist() for p in plans if p.smoothed is not None}
+    report["readout"] = {"kind": readout.kind, **readout.details(plans), "cameras": cameras}
     write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
     return report
+
+
+def path_readout(path: str, config: ReadoutConfig) -> Readout:
+    """The clip along ``path``: a preset in ``PRESETS`` or a path file."""
+    check = _path_checker(path)
+    found: dict[str, np.ndarray | None] = {}
+    return Readout(
+        kind="path",
+        check=lambda clip: found.setdefault("c2w", check(clip)),
+        plans=lambda built: new_plans(built.plans, built.clip, path, found["c2w"], config),
+        details=lambda plans: {"path": path, "settings": asdict(config.path)},
+    )
+
+
+def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
+    """Left and right eyes along the stabilized (or original) path, laid out as ``layout``."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"no stereo layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+    baselines: dict[int, float] = {}
+    comfort: dict[int, float] = {}
+
+    def plans(built: Reconstruction) -> list[SegmentPlan]:
+        out, scale = [], built.clip.frames.shape[2] / built.clip.info.size[0]
+        for plan in built.plans:
+            if plan.smoothed is None:
+                out.append(plan)
+                continue
+            poses = plan.segment.poses
+            focal = float(poses.per_frame_K()[0, 0, 0])
+            near = near_depth(poses)
+            baseline = segment_baseline(config.stereo, near=near, focal=focal, scale=scale)
+            centre = plan.smoothed if config.stereo.eye_path == "stabilized" else poses.c2w
+            baselines[plan.segment.start] = baseline
+            budget = config.stereo.budget * built.clip.frames.shape[2]  # px at the working size
+            comfort[plan.segment.start] = beyond_budget(poses, baseline=baseline, focal=focal, budget=budget)
+            out.append(replace(plan, smoothed=eye_cameras(centre, baseline)))
+        return out
+
+    return Readout(
+        kind="stereo",
+        plans=plans,
+        layout=lambda views: lay_out(layout, views),
+        size=lambda w, h: layout_size(layout, w, h),
+        details=lambda _: {
+            "layout": layout,
+            "eyes": "left, right" if layout != "anaglyph" else "red: left, green and blue: right",
+            "settings": asdict(config.stereo),
+            "baseline": baselines,
+            "points_beyond_budget": comfort,
+        },
+    )

@@ -20,7 +20,8 @@ from data_prep.poses import PoseError
 from data_prep.video import VideoError
 from infer.camera_paths import PRESETS, PathFileError
 from infer.posing import WorkFolderError
-from infer.readouts import ReadoutConfig, render_path
+from infer.readouts import ReadoutConfig, path_readout, run_readout, stereo_readout
+from infer.stereo import LAYOUTS
 from model.release import ReleaseError
 
 FLAGS = ["resolution", "max_frames", "device", "crf"]
@@ -30,11 +31,12 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gavs-render",
         description=(
-            "Render a clip from its 3D reconstruction along a new camera path, with the same neighbour "
-            "fill, fusion and detail transfer as gavs-stabilize. Give the work folder of an earlier "
-            "gavs-stabilize run on the same video (and the same --config and overrides) and no pose or "
-            "finetuning stage runs again; without --work-dir, this command runs them itself. Writes OUT, "
-            "OUT.report.json (the cameras rendered, pixel origins, timings) and OUT.path.png."
+            "Render a clip from its 3D reconstruction along a new camera path, or as stereo video, "
+            "with the same neighbour fill, fusion and detail transfer as gavs-stabilize. Give the work "
+            "folder of an earlier gavs-stabilize run on the same video (and the same --config and "
+            "overrides) and no pose or finetuning stage runs again; without --work-dir, this command "
+            "runs them itself. Writes OUT, OUT.report.json (the cameras rendered, pixel origins, "
+            "timings) and OUT.path.png."
         ),
         epilog=(
             "Path presets, built on the stabilized path of each 3D segment: push-in (moves forward by "
@@ -51,10 +53,17 @@ def parser() -> argparse.ArgumentParser:
         "input", nargs="+", metavar="VIDEO", help="the video; arguments like key.sub=value are overrides"
     )
     parser.add_argument("-o", "--output", type=Path, help="the rendered video (.mp4)")
-    parser.add_argument(
+    readout = parser.add_mutually_exclusive_group()
+    readout.add_argument(
         "--path",
         metavar="PRESET|FILE",
         help=f"render along a new camera path: {', '.join(PRESETS)}, or a path file",
+    )
+    readout.add_argument(
+        "--stereo",
+        choices=LAYOUTS,
+        help="stereo video: left and right eyes side by side (left on the left), top (left) and bottom, "
+        "or a red-cyan anaglyph; stereo.baseline or stereo.max_disparity sets the eyes' distance",
     )
     parser.add_argument("--work-dir", type=Path, help="an earlier gavs-stabilize run's work folder")
     parser.add_argument("--checkpoint", help="a release folder or hub id (default: a fresh network)")
@@ -73,16 +82,18 @@ def run(args: argparse.Namespace, overrides: list[str], video: Path) -> int:
         return 0
     if not video.is_file():
         raise VideoError(f"{video}: no such file")
-    report = render_path(
+    readout = path_readout(args.path, config) if args.path else stereo_readout(args.stereo, config)
+    report = run_readout(
         video,
         args.output,
         config,
-        args.path,
+        readout,
         checkpoint=args.checkpoint,
         work_dir=args.work_dir,
         progress=not args.quiet,
     )
-    print(f"wrote {report['output']} ({report['frames']} frames along {args.path})")
+    what = f"along {args.path}" if args.path else f"in stereo, {args.stereo}"
+    print(f"wrote {report['output']} ({report['frames']} frames {what})")
     return 0
 
 
@@ -94,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.print_config:
         if args.output is None:
             cli.error("the following arguments are required: -o/--output")
-        if args.path is None:
-            cli.error("choose a readout: --path PRESET|FILE")
+        if args.path is None and args.stereo is None:
+            cli.error("choose a readout: --path PRESET|FILE or --stereo LAYOUT")
         if len(inputs) != 1:
             cli.error(f"one video at a time, got {len(inputs)}")
     try:

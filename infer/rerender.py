@@ -214,7 +214,8 @@ class SegmentRenderer:
     size as it goes, so no more than a batch of them is ever held.
 
     ``smoothed [T, 4, 4]`` are the new camera-to-world poses of every frame of ``clip`` (all
-    posed); ``pad`` is the canvas padding the network saw in finetuning.
+    posed), or ``[T, V, 4, 4]`` for V new cameras per frame (a stereo pair); ``pad`` is the
+    canvas padding the network saw in finetuning.
     """
 
     def __init__(
@@ -245,32 +246,43 @@ class SegmentRenderer:
 
     @torch.no_grad()
     def frames(self, full_frames: Iterator[np.ndarray] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(frame [H, W, 3], origin shares [4])`` per frame; ``full_frames`` are the input
-        frames at the output size (detail transfer), None for output at the working size."""
+        """``(frames [V, H, W, 3], origin shares [V, 4])`` per input frame, one per new camera
+        (``V`` is 1 for ``smoothed [T, 4, 4]``); ``full_frames`` are the input frames at the
+        output size (detail transfer), None for output at the working size."""
         scene, count = self.scene, len(self.clip.frames)
         h, w = self.clip.frames.shape[1:3]
         target = torch.from_numpy(self.smoothed).float().to(scene.device)
+        target = target[:, None] if target.ndim == 3 else target  # [T, V, 4, 4]
         steps = range(0, count, self.config.batch)
         for start in tqdm(steps, desc="render", disable=not self.progress, dynamic_ncols=True):
             batch = list(range(start, min(start + self.config.batch, count)))
             sets = [scene.with_neighbours(i) for i in batch]
             size = max(g.count for g in sets)
             gaussians = Gaussians.cat([_pad_to(g, size)[None] for g in sets], dim=0)
-            viewmats = relative_pose(scene.c2w[batch], target[batch])  # source camera -> smoothed camera
-            Ks = scene.K.expand(len(batch), 3, 3)
-            result = render(gaussians, viewmats[:, None], Ks[:, None], w, h, backend=self.backend)
+            viewmats = relative_pose(scene.c2w[batch][:, None], target[batch])  # [B, V]: source -> new camera
+            Ks = scene.K.expand(*viewmats.shape[:2], 3, 3)
+            result = render(gaussians, viewmats, Ks, w, h, backend=self.backend)
             inverse = torch.linalg.inv(viewmats)
             for b in range(len(batch)):  # one at a time: full-size intermediates of one frame only
                 source = None if full_frames is None else next(full_frames)[None]
-                composed = compose(
-                    color=result.color[b : b + 1, 0],
-                    alpha=result.alpha[b : b + 1, 0],
-                    depth=result.depth[b : b + 1, 0],
-                    features=result.features[b : b + 1, 0],
-                    K=Ks[b : b + 1],
-                    to_source=inverse[b : b + 1],
-                    source=source,
-                    min_alpha=self.config.min_alpha,
-                    inpaint_radius=self.config.inpaint_radius,
-                )
-                yield composed.frames[0], composed.origin_shares[0]
+                views = [
+                    compose(
+                        color=result.color[b, v : v + 1],
+                        alpha=result.alpha[b, v : v + 1],
+                        depth=result.depth[b, v : v + 1],
+                        features=result.features[b, v : v + 1],
+                        K=Ks[b, v : v + 1],
+                        to_source=inverse[b, v : v + 1],
+                        source=source,
+                        min_alpha=self.config.min_alpha,
+                        inpaint_radius=self.config.inpaint_radius,
+                    )
+                    for v in range(target.shape[1])
+                ]
+                if len(views) == 1:  # no copy of a full-size frame
+                    yield views[0].frames, views[0].origin_shares
+                else:
+                    yield (
+                        np.concatenate([c.frames for c in views]),
+                        np.concatenate([c.origin_shares for c in views]),
+                    )

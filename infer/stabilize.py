@@ -112,6 +112,10 @@ class StabilizeConfig:
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
+def print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -151,7 +155,7 @@ def finetuned_network(
     work_dir: Path,
     device: torch.device,
     progress: bool,
-    warn: Callable[[str], None],
+    warn: Callable[[str], None] = print_warning,
     cached_only: bool = False,
 ) -> Finetuned:
     """The clip's finetuned network, from the cache when this clip, start and config were
@@ -412,15 +416,18 @@ def stabilized_frames(
     progress: bool,
     stats: dict,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``(input frame, output frame, origin shares)`` of every frame in order, segment by
-    segment; ``network(k)`` gives segment k's finetuned network."""
+    """``(input frame, output frames [V, H, W, 3], origin shares [V, 4])`` of every frame in
+    order, segment by segment, for V new cameras per frame (``smoothed [n, V, 4, 4]``; a 2D
+    segment gives each the same frame); ``network(k)`` gives segment k's finetuned network."""
     working = clip.frames.shape[2], clip.frames.shape[1]
+    views = next((p.smoothed.shape[1] for p in plans if p.smoothed is not None and p.smoothed.ndim == 4), 1)
     for k, plan in enumerate(plans):
         frames = itertools.islice(inputs, plan.segment.length)
         if plan.corrections is not None:
             for frame, M in zip(frames, plan.corrections, strict=True):
                 out, outside = warp(frame, to_size(M, working, frame.shape[1::-1]))
-                yield frame, out, np.array([1 - outside, 0.0, outside, 0.0])
+                share = np.array([[1 - outside, 0.0, outside, 0.0]])
+                yield frame, np.repeat(out[None], views, 0), np.repeat(share, views, 0)
             continue
         renderer = SegmentRenderer(
             network(k),
@@ -525,11 +532,14 @@ def render_video(
     timer: StageTimer,
     progress: bool,
     side_by_side: bool = False,
+    layout: Callable[[np.ndarray], np.ndarray] = lambda views: views[0],
 ) -> tuple[np.ndarray, dict[int, float], Encoding]:
     """Stages 4-5: render every frame along ``plans`` (3D segments from their ``smoothed``
-    cameras), encode it into ``output`` as it comes, and plot the paths. Returns the frames'
-    pixel-origin shares ``[T, len(ORIGINS)]``, each 3D segment's canvas share filled from
-    neighbours, and the encoding used (with the clip's time base)."""
+    cameras), encode it into ``output`` as it comes, and plot the paths. ``layout`` makes the
+    frame written from a frame's views ``[V, H, W, 3]`` (``encoding`` has its size). Returns
+    the frames' pixel-origin shares ``[T, len(ORIGINS)]`` (the views' mean), each 3D
+    segment's canvas share filled from neighbours, and the encoding used (with the clip's
+    time base)."""
     clip = built.clip
     pts, encoding = _pts(clip, encoding)
     canvas_filled: dict[int, float] = {}
@@ -548,17 +558,21 @@ def render_video(
         )
 
         def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for index, (frame_in, frame_out, share) in enumerate(frames):
+            for index, (frame_in, views, share) in enumerate(frames):
                 interrupt.progress(f"frame {index + 1} of {len(shares)}")
-                shares[index] = share
-                yield frame_in, frame_out
+                shares[index] = share.mean(0)
+                yield frame_in, layout(views)
 
         duration = float(pts[-1] * encoding.time_base) + 1 / clip.fps  # the last frame's end
         write_output(
             video, output, pairs(), pts=pts, encoding=encoding, duration=duration, side_by_side=side_by_side
         )
     with timer.stage("write"):
-        posed = [(p.segment.start, p.segment.poses.c2w, p.smoothed) for p in plans if p.smoothed is not None]
+        posed = [
+            (p.segment.start, p.segment.poses.c2w, p.smoothed if p.smoothed.ndim == 3 else p.smoothed.mean(1))
+            for p in plans
+            if p.smoothed is not None
+        ]
         plot_paths(posed, output.with_suffix(".path.png"))
     return shares, canvas_filled, encoding
 
@@ -580,7 +594,7 @@ def stabilize(
     from evaluation.metrics import evaluate
 
     output, video = Path(output), Path(video)
-    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    warn = warn or print_warning
     info = probe(video)
     work_dir = Path(work_dir) if work_dir is not None else output.parent / f".{output.stem}.gavs-work"
     encoding, warnings = output_encoding(info, config)

@@ -98,7 +98,9 @@ def scene(tmp_path_factory):
             progress=False,
         )
         frames, shares = zip(*renderer.frames(iter(clip.frames) if full_resolution else None), strict=True)
-        return SimpleNamespace(frames=np.stack(frames), origin_shares=np.stack(shares))
+        return SimpleNamespace(
+            frames=np.concatenate(frames), origin_shares=np.concatenate(shares)
+        )  # one view
 
     # the truth at the smoothed poses, in the scene's units
     true_smoothed = smoothed.copy()

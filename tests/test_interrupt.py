@@ -180,6 +180,19 @@ def test_sigint_during_rendering_leaves_no_output(clip, whole, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
 
+def test_sigint_during_a_gavs_render_leaves_no_output(clip, whole, tmp_path):
+    steps = [a for a in STEPS if a != "--quiet"]
+    out = tmp_path / "push.mp4"
+    command = ["infer.render_cli", str(clip), "-o", str(out), "--path", "push-in", "--work-dir", str(whole)]
+    job = Job([*command, *steps], tmp_path)
+    job.wait_for(lambda: re.search(r"render:[^\r\n]*\| 1/", job.stderr()))
+    code, stderr, seconds, _ = job.stop(signal.SIGINT)
+    assert code == 130 and seconds < STOP_WITHIN_S, (code, seconds, stderr)
+    line = lines(stderr)[-1]
+    assert line.startswith("gavs-render: interrupted during rendering and writing, frame "), line
+    assert "Traceback" not in stderr and not list(tmp_path.iterdir())
+
+
 def test_prep_workers_are_all_gone_after_sigint(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
