@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 PathPreset = Literal["push-in", "dolly", "orbit", "steady"]
-PRESETS: tuple[str, ...] = ("push-in", "dolly", "orbit", "steady")
+PRESETS: tuple[str, ...] = get_args(PathPreset)
 
 
 class PathFileError(ValueError):

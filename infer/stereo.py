@@ -10,7 +10,7 @@ wanted at the nearest scene depth.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from data_prep.schema import ClipPoses
 from infer.camera_paths import moved
 
 StereoLayout = Literal["sbs", "tb", "anaglyph"]
-LAYOUTS: tuple[str, ...] = ("sbs", "tb", "anaglyph")
+LAYOUTS: tuple[str, ...] = get_args(StereoLayout)
 
 
 @dataclass
