@@ -23,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-_where: dict[str, str | None] = {"stage": None, "detail": None}
+_where: dict[str, str | None] = {"stage": None, "part": None, "detail": None}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -63,12 +63,26 @@ def stoppable() -> Iterator[None]:
 @contextmanager
 def stage(name: str) -> Iterator[None]:
     """Name what the run is doing (``"finetuning"``) for the interruption's line."""
+    with _within(stage=name, part=None, detail=None):
+        yield
+
+
+@contextmanager
+def part(name: str | None) -> Iterator[None]:
+    """Name which part of the stage runs (``"segment 2 of 3"``), said before the detail; None
+    when there is nothing to tell apart."""
+    with _within(part=name, detail=None):
+        yield
+
+
+@contextmanager
+def _within(**where: str | None) -> Iterator[None]:
     outer = dict(_where)
-    _where.update(stage=name, detail=None)
+    _where.update(where)
     try:
         yield
     except Interrupted:
-        raise  # where() keeps the innermost stage, for the command's line
+        raise  # where() keeps the innermost place, for the command's line
     except BaseException:
         _where.update(outer)
         raise
@@ -81,10 +95,9 @@ def progress(detail: str) -> None:
 
 
 def where() -> str:
-    stage_name, detail = _where["stage"], _where["detail"]
-    if stage_name is None:
+    if _where["stage"] is None:
         return "while starting"
-    return f"during {stage_name}" + (f", {detail}" if detail else "")
+    return ", ".join([f"during {_where['stage']}", *(_where[k] for k in ("part", "detail") if _where[k])])
 
 
 def interrupted_line(command: str, err: Interrupted, *, resumable: bool = True) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -239,9 +240,14 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:
     return Video(np.stack(frames), reader.info.fps)
 
 
+FramePacking = Literal["sbs", "tb"]
+X264_FRAME_PACKING = {"sbs": 3, "tb": 4}
+
+
 @dataclass(frozen=True)
 class Encoding:
-    """How a video is written: codec, pixel format, size, colour tags and timing."""
+    """How a video is written: codec, pixel format, size, colour tags, timing, and what the
+    frames hold (a stereo layout)."""
 
     width: int
     height: int
@@ -252,6 +258,8 @@ class Encoding:
     colour: Colour = Colour(BT601, LIMITED, UNSPECIFIED, UNSPECIFIED)
     crf: int = 18
     tune: str | None = None
+    frame_packing: FramePacking | None = None  # H.264's frame-packing SEI, which players read
+    comment: str | None = None  # the container's comment tag
 
     @property
     def codec(self) -> str:
@@ -274,6 +282,8 @@ class Encoding:
             "colour": self.colour.describe(),
             "crf": self.crf,
             "tune": self.tune,
+            "frame_packing": self.frame_packing,
+            "comment": self.comment,
         }
 
 
@@ -343,6 +353,10 @@ class VideoWriter:
         stream.options = {"crf": str(e.crf), **({"tune": e.tune} if e.tune else {})}
         if e.codec == "libx265":
             stream.options["x265-params"] = "log-level=error"
+        elif e.frame_packing is not None:  # x264's codes: 3 side by side, 4 top-bottom
+            stream.options["x264-params"] = f"frame-packing={X264_FRAME_PACKING[e.frame_packing]}"
+        if e.comment is not None:
+            self._container.metadata["comment"] = e.comment
         return stream
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None:

@@ -23,6 +23,8 @@ def _mux_audio(video_only: Path, source: Path, destination: Path, duration: floa
         if not audio_in.streams.audio:
             return False
         with av.open(str(video_only)) as video_in, av.open(str(destination), "w") as out:
+            if "comment" in video_in.metadata:  # what the frames hold (a stereo layout)
+                out.metadata["comment"] = video_in.metadata["comment"]
             video, audio = video_in.streams.video[0], audio_in.streams.audio[0]
             video_out = out.add_stream_from_template(video)
             audio_out = out.add_stream_from_template(audio)
@@ -40,45 +42,51 @@ def _mux_audio(video_only: Path, source: Path, destination: Path, duration: floa
 
 def write_output(
     source: Path,
-    output: Path,
-    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    outputs: list[Path],
+    frames: Iterable[tuple[np.ndarray, list[np.ndarray]]],
     *,
     pts: np.ndarray,
     encoding: Encoding,
     duration: float,
     side_by_side: bool = False,
 ) -> list[Path]:
-    """Encode ``(input frame, output frame)`` pairs as they come into ``output``, with
-    ``source``'s audio up to ``duration`` s; with ``side_by_side``, also
-    ``OUT.side-by-side.mp4`` (input left, output right). ``pts [T]`` are the frames'
-    timestamps in ``encoding.time_base``. Returns the paths written; all appear complete or
-    not at all."""
-    video_only = output.with_name(f".{output.stem}.video{output.suffix}")
-    side_path = output.with_name(f"{output.stem}.side-by-side{output.suffix}")
+    """Encode ``(input frame, [one frame per output])`` as they come into ``outputs`` (each
+    with ``source``'s audio up to ``duration`` s); with ``side_by_side``, also
+    ``OUT.side-by-side.mp4`` of the first output (input left, output right). ``pts [T]`` are
+    the frames' timestamps in ``encoding.time_base``. Returns the paths written; all appear
+    complete or not at all."""
+    video_only = [out.with_name(f".{out.stem}.video{out.suffix}") for out in outputs]
+    side_path = outputs[0].with_name(f"{outputs[0].stem}.side-by-side{outputs[0].suffix}")
     side_encoding = replace(
         encoding, width=2 * encoding.width, chroma="444" if encoding.height % 2 else "420"
     )
+    done: list[Path] = []
     try:
         with ExitStack() as stack:
-            main = stack.enter_context(VideoWriter(video_only, encoding))
+            writers = [stack.enter_context(VideoWriter(path, encoding)) for path in video_only]
             side = stack.enter_context(VideoWriter(side_path, side_encoding)) if side_by_side else None
-            for index, (frame_in, frame_out) in enumerate(pairs):
-                main.write(frame_out, int(pts[index]))
+            for index, (frame_in, frames_out) in enumerate(frames):
+                for writer, frame in zip(writers, frames_out, strict=True):
+                    writer.write(frame, int(pts[index]))
                 if side is not None:
-                    side.write(np.concatenate([frame_in, frame_out], axis=1), int(pts[index]))
-        with atomic_path(output) as muxed:
-            try:
-                has_audio = _mux_audio(video_only, source, muxed, duration)
-            except av.FFmpegError as err:
-                raise VideoError(f"{output}: cannot copy the input's audio ({err})") from err
-            if not has_audio:
-                os.replace(video_only, muxed)
+                    side.write(np.concatenate([frame_in, frames_out[0]], axis=1), int(pts[index]))
+        for output, video in zip(outputs, video_only, strict=True):
+            with atomic_path(output) as muxed:
+                try:
+                    has_audio = _mux_audio(video, source, muxed, duration)
+                except av.FFmpegError as err:
+                    raise VideoError(f"{output}: cannot copy the input's audio ({err})") from err
+                if not has_audio:
+                    os.replace(video, muxed)
+            done.append(output)
     except BaseException:
-        side_path.unlink(missing_ok=True)
+        for path in [*done, side_path]:  # all or nothing
+            path.unlink(missing_ok=True)
         raise
     finally:
-        video_only.unlink(missing_ok=True)
-    return [output, side_path] if side_by_side else [output]
+        for video in video_only:
+            video.unlink(missing_ok=True)
+    return [*outputs, side_path] if side_by_side else outputs
 
 
 def plot_paths(segments: list[tuple[int, np.ndarray, np.ndarray]], path: Path) -> Path:

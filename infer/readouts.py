@@ -8,6 +8,8 @@ renders:
 
 - ``path_readout``: the clip along a new camera path, a preset or a path file;
 - ``stereo_readout``: left and right eyes, side by side, top-bottom or anaglyph.
+
+``run_depth`` writes the third readout, each frame's depth (``infer.depth``), into a folder.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from common.atomic import write_atomic
+from common.atomic import atomic_path, write_atomic
 from common.config import ConfigError
-from data_prep.video import probe
+from data_prep.video import Encoding, probe
 from infer.camera_paths import PRESETS, PathConfig, PathFileError, preset_path, read_path_file
 from infer.coverage import near_depth
+from infer.depth import DepthConfig, check_depth_output, write_depths
 from infer.posing import DecodedClip, WorkFolderError
 from infer.stabilize import (
     Reconstruction,
@@ -47,8 +51,10 @@ from infer.stereo import (
     beyond_budget,
     eye_cameras,
     lay_out,
+    layout_outputs,
     layout_size,
     segment_baseline,
+    tagged,
 )
 
 
@@ -59,6 +65,7 @@ class ReadoutConfig(StabilizeConfig):
 
     path: PathConfig = field(default_factory=PathConfig)
     stereo: StereoConfig = field(default_factory=StereoConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
 
 
 def work_folder(output: Path, work_dir: Path | None) -> tuple[Path, bool]:
@@ -127,8 +134,10 @@ class Readout:
     kind: str  # for the report
     plans: Callable[[Reconstruction], list[SegmentPlan]]  # the plans with the new cameras
     check: Callable[[DecodedClip], object] = lambda clip: None  # refuses a clip before finetuning
-    layout: Callable[[np.ndarray], np.ndarray] = lambda views: views[0]  # one frame from the views
-    size: Callable[[int, int], tuple[int, int]] = lambda w, h: (w, h)  # its size from the input's
+    layout: Callable[[np.ndarray], list[np.ndarray]] = lambda views: [views[0]]  # a frame per output
+    size: Callable[[int, int], tuple[int, int]] = lambda w, h: (w, h)  # their size from the input's
+    outputs: Callable[[Path], list[Path]] = lambda output: [output]  # the files for -o OUT
+    tags: Callable[[Encoding, Path], Encoding] = lambda encoding, output: encoding  # what they hold
     details: Callable[[list[SegmentPlan]], dict] = lambda plans: {}  # the report's readout entry
 
 
@@ -152,7 +161,8 @@ def run_readout(
     width, height = readout.size(encoding.width, encoding.height)
     odd = width % 2 or height % 2
     encoding = replace(encoding, width=width, height=height, chroma="444" if odd else encoding.chroma)
-    check_output(output, encoding, info, work_dir, side_by_side=False)
+    encoding, outputs = readout.tags(encoding, output), readout.outputs(output)
+    check_output(outputs[0], encoding, info, work_dir, videos=len(outputs))
     for message in warnings:
         warn(message)
     device, timer = pick_device(config.device), StageTimer()
@@ -171,6 +181,7 @@ def run_readout(
         device=device,
         timer=timer,
         progress=progress,
+        outputs=outputs,
         layout=readout.layout,
     )
     warnings += built.warnings
@@ -188,6 +199,7 @@ def run_readout(
     )
     report = build_report(video, output, config, device, result)
     cameras = {p.segment.start: p.smoothed.tolist() for p in plans if p.smoothed is not None}
+    report["outputs"] = [str(path) for path in outputs]
     report["readout"] = {"kind": readout.kind, **readout.details(plans), "cameras": cameras}
     write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
     return report
@@ -234,11 +246,83 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
         plans=plans,
         layout=lambda views: lay_out(layout, views),
         size=lambda w, h: layout_size(layout, w, h),
+        outputs=lambda output: layout_outputs(layout, output),
+        tags=lambda encoding, output: tagged(layout, encoding, output),
         details=lambda _: {
             "layout": layout,
-            "eyes": "left, right" if layout != "anaglyph" else "red: left, green and blue: right",
             "settings": asdict(config.stereo),
             "baseline": baselines,
             "points_beyond_budget": comfort,
         },
     )
+
+
+def run_depth(
+    video: Path,
+    output: Path,
+    config: ReadoutConfig,
+    *,
+    checkpoint: str | None,
+    work_dir: Path | None,
+    progress: bool,
+) -> dict:
+    """Reconstruct ``video`` (or find it in the work folder) and write each frame's depth at
+    the input's size into the folder ``output``, with depth.json, preview.mp4 and
+    report.json (the sources' consistency, timings)."""
+    output, video = Path(output), Path(video)
+    work_dir, cached_only = work_folder(output, work_dir)
+    info = probe(video)
+    encoding, _ = output_encoding(info, config)  # the input's size, upright
+    size = (encoding.width, encoding.height)
+    check_depth_output(output, size, info, work_dir)
+    device, timer = pick_device(config.device), StageTimer()
+    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+    built = reconstruct(video, config, timer=timer, warn=print_warning, cached_only=cached_only, **where)
+    with atomic_path(output, folder=True) as folder:  # the folder appears whole or not at all
+        with timer.stage("depth"):
+            depth = write_depths(
+                folder, built, config, config.depth, size=size, device=device, progress=progress,
+                checkpoint=checkpoint,
+            )  # fmt: skip
+        report = depth_report(video, output, config, device, built, depth, timer)
+        write_atomic(folder / "report.json", json.dumps(report, indent=1, default=str))
+    return report
+
+
+def depth_report(
+    video: Path,
+    output: Path,
+    config: ReadoutConfig,
+    device: torch.device,
+    built: Reconstruction,
+    depth: dict,
+    timer: StageTimer,
+) -> dict:
+    """The depth readout's ``report.json``: sizes, segments, cache hits, the sources'
+    consistency, timings and the config."""
+    clip, count = built.clip, len(built.clip.frames)
+    return {
+        "input": str(video),
+        "output": str(output),
+        "frames": count,
+        "working_size": [int(clip.frames.shape[2]), int(clip.frames.shape[1])],
+        "source_size": list(clip.info.size),
+        "source_rotation": clip.info.rotation,
+        "warnings": built.warnings,
+        "device": str(device),
+        "segments": [
+            {
+                "start": p.segment.start,
+                "end": p.segment.end,
+                "shot": p.segment.shot,
+                "method": p.segment.method,
+            }
+            for p in built.plans
+        ],
+        "cached": {"poses": built.poses_cached, "finetune": all(t.cached for t in built.tuned.values())},
+        "readout": {"kind": "depth", **depth},
+        "timings_s": timer.seconds,
+        "seconds_per_frame": {k: round(v / count, 4) for k, v in timer.seconds.items()},
+        "peak_rss_gb": timer.peak_rss_gb,
+        "config": asdict(config),
+    }

@@ -19,8 +19,9 @@ from common.config import (
 from data_prep.poses import PoseError
 from data_prep.video import VideoError
 from infer.camera_paths import PRESETS, PathFileError
+from infer.depth import DepthOutputError
 from infer.posing import WorkFolderError
-from infer.readouts import ReadoutConfig, path_readout, run_readout, stereo_readout
+from infer.readouts import ReadoutConfig, path_readout, run_depth, run_readout, stereo_readout
 from infer.stereo import LAYOUTS
 from model.release import ReleaseError
 
@@ -36,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
             "folder of an earlier gavs-stabilize run on the same video (and the same --config and "
             "overrides) and no pose or finetuning stage runs again; without --work-dir, this command "
             "runs them itself. Writes OUT, OUT.report.json (the cameras rendered, pixel origins, "
-            "timings) and OUT.path.png."
+            "timings) and OUT.path.png; with --depth, OUT is a folder."
         ),
         epilog=(
             "Path presets, built on the stabilized path of each 3D segment: push-in (moves forward by "
@@ -52,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "input", nargs="+", metavar="VIDEO", help="the video; arguments like key.sub=value are overrides"
     )
-    parser.add_argument("-o", "--output", type=Path, help="the rendered video (.mp4)")
+    parser.add_argument("-o", "--output", type=Path, help="the rendered video (.mp4); a folder for --depth")
     readout = parser.add_mutually_exclusive_group()
     readout.add_argument(
         "--path",
@@ -64,6 +65,14 @@ def parser() -> argparse.ArgumentParser:
         choices=LAYOUTS,
         help="stereo video: left and right eyes side by side (left on the left), top (left) and bottom, "
         "or a red-cyan anaglyph; stereo.baseline or stereo.max_disparity sets the eyes' distance",
+    )
+    readout.add_argument(
+        "--depth",
+        action="store_true",
+        help="each frame's depth from its own camera, at the input's size, into the folder OUT: "
+        "depth/NNNNNN.png (16-bit, depth = value x scale of depth.json; depth.format=npz for one "
+        "float32 depth.npz), depth.json (scale, near, far, every frame's camera), preview.mp4, and "
+        "report.json (consistency of the finetuned depth, the network's before finetuning and SfM's)",
     )
     parser.add_argument("--work-dir", type=Path, help="an earlier gavs-stabilize run's work folder")
     parser.add_argument("--checkpoint", help="a release folder or hub id (default: a fresh network)")
@@ -82,15 +91,23 @@ def run(args: argparse.Namespace, overrides: list[str], video: Path) -> int:
         return 0
     if not video.is_file():
         raise VideoError(f"{video}: no such file")
+    where = {"checkpoint": args.checkpoint, "work_dir": args.work_dir, "progress": not args.quiet}
+    if args.depth:
+        report = run_depth(video, args.output, config, **where)
+        found = ", ".join(
+            f"{name} {entry['consistency']:.4f}"
+            for name, entry in report["readout"]["sources"].items()
+            if entry["consistency"] is not None
+        )
+        print(f"wrote {report['output']} ({report['frames']} frames of depth; disagreement: {found})")
+        return 0
     readout = path_readout(args.path, config) if args.path else stereo_readout(args.stereo, config)
     report = run_readout(
         video,
         args.output,
         config,
         readout,
-        checkpoint=args.checkpoint,
-        work_dir=args.work_dir,
-        progress=not args.quiet,
+        **where,
     )
     what = f"along {args.path}" if args.path else f"in stereo, {args.stereo}"
     print(f"wrote {report['output']} ({report['frames']} frames {what})")
@@ -105,14 +122,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.print_config:
         if args.output is None:
             cli.error("the following arguments are required: -o/--output")
-        if args.path is None and args.stereo is None:
-            cli.error("choose a readout: --path PRESET|FILE or --stereo LAYOUT")
+        if args.path is None and args.stereo is None and not args.depth:
+            cli.error("choose a readout: --path PRESET|FILE, --stereo LAYOUT or --depth")
         if len(inputs) != 1:
             cli.error(f"one video at a time, got {len(inputs)}")
     try:
         with interrupt.stoppable():
             return run(args, overrides + flag_overrides(args, FLAGS), Path(inputs[0]) if inputs else Path())
-    except (ConfigError, VideoError, PoseError, PathFileError, WorkFolderError, ReleaseError, OSError) as err:
+    except (
+        ConfigError,
+        VideoError,
+        PoseError,
+        PathFileError,
+        WorkFolderError,
+        DepthOutputError,
+        ReleaseError,
+        OSError,
+    ) as err:
         print(f"gavs-render: error: {err}", file=sys.stderr)
         return 2
     except interrupt.Interrupted as err:

@@ -286,3 +286,33 @@ class SegmentRenderer:
                         np.concatenate([c.frames for c in views]),
                         np.concatenate([c.origin_shares for c in views]),
                     )
+
+
+@torch.no_grad()
+def source_depths(
+    net: GaussianPredictor,
+    clip: PosedClip,
+    *,
+    pad: float,
+    config: RenderConfig,
+    backend: Backend = "auto",
+    device: torch.device,
+    progress: bool = True,
+) -> Iterator[Tensor]:
+    """``[H, W]`` depth (z, scene units) of each posed frame of ``clip`` as its own camera sees
+    its Gaussians, in order: the render's expected depth, 0 where its opacity is below
+    ``config.min_alpha``. Neighbour fill and fusion are left out: they add Gaussians outside
+    the frame's own view only."""
+    own = replace(config, canvas_offsets=(), fusion_offsets=())
+    scene = _Scene(net, clip, pad, own, device, progress=False)
+    count, (h, w) = len(clip.frames), clip.frames.shape[1:3]
+    steps = range(0, count, config.batch)
+    for start in tqdm(steps, desc="depth", disable=not progress, dynamic_ncols=True):
+        batch = list(range(start, min(start + config.batch, count)))
+        gaussians = Gaussians.cat([scene.get(i)[0][None] for i in batch], dim=0)  # one size: one canvas each
+        identity = torch.eye(4, device=device).expand(len(batch), 1, 4, 4)
+        result = render(gaussians, identity, scene.K.expand(len(batch), 1, 3, 3), w, h, backend=backend)
+        depth = torch.where(result.alpha[:, 0, 0] >= config.min_alpha, result.depth[:, 0, 0], 0.0)
+        for b, index in enumerate(batch):
+            del scene.cache[index]
+            yield depth[b]

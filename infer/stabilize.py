@@ -131,7 +131,9 @@ class Finetuned:
     resumed_from: int = 0  # the step a stopped finetuning continued from (0: it started afresh)
 
 
-def _initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[GaussianPredictor, dict]:
+def initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[GaussianPredictor, dict]:
+    """The network finetuning starts from (a seeded fresh one, or a release's) and where it
+    came from."""
     if checkpoint is None:
         torch.manual_seed(config.seed)
         return GaussianPredictor(config.network), {
@@ -161,7 +163,7 @@ def finetuned_network(
     """The clip's finetuned network, from the cache when this clip, start and config were
     seen (with ``cached_only``, WorkFolderError when not); a stopped finetuning continues from
     its last checkpoint."""
-    net, provenance = _initial_network(config, checkpoint)
+    net, provenance = initial_network(config, checkpoint)
     tuning = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every_s"}
     settings = (asdict(net.config), asdict(config.canvas), tuning, config.backend, config.seed)
     folder = work_dir / "finetune" / cache_key("finetune/2", poses_key, provenance, *settings)
@@ -303,6 +305,7 @@ STAGE_NAMES = {  # for the line a stop prints: "interrupted during finetuning, .
     "render": "rendering and writing",
     "write": "writing the path plot",
     "evaluate": "evaluation",
+    "depth": "depth rendering and writing",
 }
 
 
@@ -335,16 +338,27 @@ def output_encoding(info: VideoInfo, config: StabilizeConfig) -> tuple[Encoding,
     return encoding, notes
 
 
-def check_output(
-    output: Path, encoding: Encoding, info: VideoInfo, work_dir: Path, side_by_side: bool
-) -> None:
+def check_output(output: Path, encoding: Encoding, info: VideoInfo, work_dir: Path, videos: float) -> None:
     """Everything that could fail when writing, checked before any work: the folder exists and
-    is writable, the encoder takes this size and format, and the disks have room."""
+    is writable, the encoder takes this size and format, and the disks have room for
+    ``videos`` times a video of ``encoding``'s size."""
+    check_writable(output)
+    check_encoder(output, encoding)
+    frame_bytes = encoding.width * encoding.height * OUTPUT_BITS_PER_PIXEL / 8
+    check_space(output, (info.promised_frames or 0) * frame_bytes * videos, info, work_dir)
+
+
+def check_writable(output: Path) -> None:
     if not output.parent.is_dir():
         raise OSError(f"{output}: the folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK):
         raise OSError(f"{output}: the folder {output.parent} is not writable")
-    trial = output.with_name(f".{output.stem}.preflight{output.suffix}")
+
+
+def check_encoder(output: Path, encoding: Encoding, folder: Path | None = None) -> None:
+    """VideoError naming ``output`` unless the encoder takes ``encoding`` (two frames, written
+    into ``folder``, by default ``output``'s, and removed)."""
+    trial = (folder or output.parent) / f".{output.stem}.preflight{output.suffix}"
     try:
         with VideoWriter(trial, encoding) as writer:
             for index in range(2):
@@ -354,12 +368,13 @@ def check_output(
         raise VideoError(f"{output}: cannot be written as {what} ({err.__cause__ or err})") from err
     finally:
         trial.unlink(missing_ok=True)
-    frames = info.promised_frames or 0
+
+
+def check_space(output: Path, output_bytes: float, info: VideoInfo, work_dir: Path) -> None:
+    """OSError unless the output's folder has ``output_bytes`` free and the work folder room
+    for the clip's working-size frames and networks."""
     working = working_size(info.width, info.height, None)
-    output_bytes = (
-        frames * encoding.width * encoding.height * OUTPUT_BITS_PER_PIXEL / 8 * (3 if side_by_side else 1)
-    )
-    work_bytes = frames * working[0] * working[1] * 3 * WORK_SHARE + WORK_FIXED_BYTES
+    work_bytes = (info.promised_frames or 0) * working[0] * working[1] * 3 * WORK_SHARE + WORK_FIXED_BYTES
     for folder, need, what in (
         (output.parent, output_bytes, "the output"),
         (work_dir, work_bytes, "the work folder"),
@@ -370,7 +385,7 @@ def check_output(
             raise OSError(f"{folder}: {free / 1e9:.1f} GB free, and {what} needs about {need / 1e9:.1f} GB")
 
 
-def _pts(clip: DecodedClip, encoding: Encoding) -> tuple[np.ndarray, Encoding]:
+def output_pts(clip: DecodedClip, encoding: Encoding) -> tuple[np.ndarray, Encoding]:
     """Output timestamps: the input's own (variable rates stay variable), or frame indices at
     a constant rate when the file has none."""
     if (clip.pts >= 0).all() and (np.diff(clip.pts) > 0).all():
@@ -506,10 +521,11 @@ def reconstruct(
         return result.net
 
     with timer.stage("finetune"):
-        for k, plan in enumerate(plans):
-            if plan.smoothed is not None:
+        posed = [k for k, plan in enumerate(plans) if plan.smoothed is not None]
+        for number, k in enumerate(posed):
+            with interrupt.part(f"segment {number + 1} of {len(posed)}" if len(posed) > 1 else None):
                 network(k)
-                release_free_heap()  # the finetuning's freed blocks, before the next segment's
+            release_free_heap()  # the finetuning's freed blocks, before the next segment's
     return Reconstruction(clip, poses_cached, plans, tuned, network, [clip.damage] if clip.damage else [])
 
 
@@ -532,16 +548,18 @@ def render_video(
     timer: StageTimer,
     progress: bool,
     side_by_side: bool = False,
-    layout: Callable[[np.ndarray], np.ndarray] = lambda views: views[0],
+    outputs: list[Path] | None = None,
+    layout: Callable[[np.ndarray], list[np.ndarray]] = lambda views: [views[0]],
 ) -> tuple[np.ndarray, dict[int, float], Encoding]:
     """Stages 4-5: render every frame along ``plans`` (3D segments from their ``smoothed``
-    cameras), encode it into ``output`` as it comes, and plot the paths. ``layout`` makes the
-    frame written from a frame's views ``[V, H, W, 3]`` (``encoding`` has its size). Returns
+    cameras), encode it as it comes into ``outputs`` (default: ``output``), and plot the paths
+    beside ``output``. ``layout`` makes the frame of each output from a frame's views
+    ``[V, H, W, 3]`` (``encoding`` has their size). Returns
     the frames' pixel-origin shares ``[T, len(ORIGINS)]`` (the views' mean), each 3D
     segment's canvas share filled from neighbours, and the encoding used (with the clip's
     time base)."""
     clip = built.clip
-    pts, encoding = _pts(clip, encoding)
+    pts, encoding = output_pts(clip, encoding)
     canvas_filled: dict[int, float] = {}
     # filled in place: a small array kept per frame would pin the heap between frame-sized blocks
     shares = np.zeros((len(clip.frames), len(ORIGINS)))
@@ -557,7 +575,7 @@ def render_video(
             stats=canvas_filled,
         )
 
-        def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        def laid_out() -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
             for index, (frame_in, views, share) in enumerate(frames):
                 interrupt.progress(f"frame {index + 1} of {len(shares)}")
                 shares[index] = share.mean(0)
@@ -565,7 +583,13 @@ def render_video(
 
         duration = float(pts[-1] * encoding.time_base) + 1 / clip.fps  # the last frame's end
         write_output(
-            video, output, pairs(), pts=pts, encoding=encoding, duration=duration, side_by_side=side_by_side
+            video,
+            outputs or [output],
+            laid_out(),
+            pts=pts,
+            encoding=encoding,
+            duration=duration,
+            side_by_side=side_by_side,
         )
     with timer.stage("write"):
         posed = [
@@ -598,7 +622,7 @@ def stabilize(
     info = probe(video)
     work_dir = Path(work_dir) if work_dir is not None else output.parent / f".{output.stem}.gavs-work"
     encoding, warnings = output_encoding(info, config)
-    check_output(output, encoding, info, work_dir, side_by_side)
+    check_output(output, encoding, info, work_dir, videos=3 if side_by_side else 1)  # side by side: 2 wide
     for message in warnings:
         warn(message)
     device = pick_device(config.device)

@@ -9,15 +9,17 @@ wanted at the nearest scene depth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 
 from data_prep.schema import ClipPoses
+from data_prep.video import Encoding
 from infer.camera_paths import moved
 
-StereoLayout = Literal["sbs", "tb", "anaglyph"]
+StereoLayout = Literal["sbs", "tb", "anaglyph", "pair"]
 LAYOUTS: tuple[str, ...] = get_args(StereoLayout)
 
 
@@ -59,20 +61,45 @@ def beyond_budget(poses: ClipPoses, *, baseline: float, focal: float, budget: fl
     return float(np.mean(focal * baseline / depths > budget)) if len(depths) else 0.0
 
 
-def lay_out(layout: StereoLayout, views: np.ndarray) -> np.ndarray:
-    """One frame from the eyes ``views [2, H, W, 3]`` (left, right): side by side (left eye
-    on the left), top (left) and bottom (right), or a red-cyan anaglyph (red from the left
-    eye, green and blue from the right)."""
+def lay_out(layout: StereoLayout, views: np.ndarray) -> list[np.ndarray]:
+    """The frames written from the eyes ``views [2, H, W, 3]`` (left, right): one side by side
+    (left eye on the left), top (left) and bottom (right), or a red-cyan anaglyph (red from
+    the left eye, green and blue from the right); two for ``pair``, left and right."""
     left, right = views
     if layout == "sbs":
-        return np.concatenate([left, right], axis=1)
+        return [np.concatenate([left, right], axis=1)]
     if layout == "tb":
-        return np.concatenate([left, right], axis=0)
+        return [np.concatenate([left, right], axis=0)]
     if layout == "anaglyph":
-        return np.concatenate([left[..., :1], right[..., 1:]], axis=-1)
+        return [np.concatenate([left[..., :1], right[..., 1:]], axis=-1)]
+    if layout == "pair":
+        return [left, right]
     raise ValueError(f"no stereo layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
 
 
 def layout_size(layout: StereoLayout, width: int, height: int) -> tuple[int, int]:
     """``(width, height)`` of a frame laid out from two eyes of ``width x height``."""
     return {"sbs": (2 * width, height), "tb": (width, 2 * height)}.get(layout, (width, height))
+
+
+def layout_outputs(layout: StereoLayout, output: Path) -> list[Path]:
+    """The files a layout writes for ``-o OUT``: OUT, or OUT.left and OUT.right for ``pair``."""
+    if layout != "pair":
+        return [output]
+    return [output.with_name(f"{output.stem}.{eye}{output.suffix}") for eye in ("left", "right")]
+
+
+COMMENTS = {
+    "sbs": "stereo side by side: left eye on the left",
+    "tb": "stereo top-bottom: left eye on top",
+    "anaglyph": "stereo anaglyph: red from the left eye, green and blue from the right",
+    "pair": "stereo pair: the left eye in {stem}.left{suffix}, the right in {stem}.right{suffix}",
+}
+
+
+def tagged(layout: StereoLayout, encoding: Encoding, output: Path) -> Encoding:
+    """``encoding`` with the layout's tags: H.264's frame-packing SEI for side by side and
+    top-bottom (what players read), and the container's comment for every layout."""
+    packing = layout if layout in ("sbs", "tb") and encoding.codec == "libx264" else None
+    comment = COMMENTS[layout].format(stem=output.stem, suffix=output.suffix)
+    return replace(encoding, frame_packing=packing, comment=comment)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import av
 import torch
 
 from model.losses.perceptual import LAYERS
@@ -39,3 +40,16 @@ def lpips_files(tmp_path, net="alex"):
         tmp_path / "linear.pth",
     )
     return tmp_path / "backbone.pth", tmp_path / "linear.pth"
+
+
+def stereo_tags(path: Path) -> tuple[str | None, list[int]]:
+    """The container's comment and the stereo type of the frames' STEREO3D side data
+    (FFmpeg's AVStereo3DType: 1 side by side, 2 top-bottom), as a player reads them."""
+    with av.open(str(path)) as container:
+        types = [
+            int.from_bytes(bytes(data)[:4], "little")
+            for frame in container.decode(video=0)
+            for data in frame.side_data
+            if data.type.name == "STEREO3D"
+        ]
+        return container.metadata.get("comment"), types

@@ -8,6 +8,7 @@ from dataclasses import replace
 from fractions import Fraction
 
 import av
+import cv2
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from helpers import QUICK_STABILIZE
 from data_prep.synthetic import SyntheticConfig, generate
 from data_prep.video import Colour, Encoding, VideoReader, VideoWriter, probe, read_video, write_video
 from evaluation.metrics import evaluate
+from infer.render_cli import main as render_main
 from infer.stabilize_cli import main as stabilize_main
 
 QUICK = QUICK_STABILIZE
@@ -172,6 +174,34 @@ def test_an_unposable_stretch_gets_a_labelled_2d_path_that_is_steadier(cut):
     frames_out = undimmed(read_video(out).frames, gain)[planar]
     scores = evaluate(frames_in, frames_out, 30, progress=False)
     assert scores["output"]["jitter_px"] < 0.7 * scores["input"]["jitter_px"], scores
+
+
+def test_depth_of_a_cut_clip_stays_inside_each_segment_and_is_unknown_on_2d_frames(cut):
+    path, _, out, report = cut
+    depth = out.parent / "depth"
+    work = ["--work-dir", str(out.parent / ".out.gavs-work"), "depth.compare=false"]
+    assert render_main([str(path), "-o", str(depth), "--depth", *work, *QUICK]) == 0
+    fields = json.loads((depth / "depth.json").read_text())
+    planar = report["planar_frames"]
+    assert fields["frames_without_depth"] == planar
+    assert [t for t, camera in enumerate(fields["cameras"]) if camera is None] == planar
+    values = [cv2.imread(str(depth / "depth" / f"{t:06d}.png"), cv2.IMREAD_UNCHANGED) for t in range(90)]
+    assert all(not values[t].any() for t in planar)  # 0: unknown
+    assert all(values[t].all() for t in range(90) if t not in planar)
+    preview = read_video(depth / "preview.mp4").frames
+    # black where unknown, up to H.264's rounding of a black frame predicted from coloured ones
+    assert (
+        len(preview) == 90
+        and preview[planar].max() <= 4
+        and preview[np.setdiff1d(range(90), planar)].max() > 100
+    )
+    # consistency compares frames of one 3D segment only: each has its own SfM world
+    segments = [s for s in json.loads((depth / "report.json").read_text())["segments"] if s["method"] == "3d"]
+    pairs = json.loads((depth / "report.json").read_text())["readout"]["sources"]["finetuned"][
+        "consistency_pairs"
+    ]
+    segment_of = {t: k for k, s in enumerate(segments) for t in range(s["start"], s["end"])}
+    assert pairs and all(segment_of[t] == segment_of[n] for t, n, *_ in pairs)
 
 
 def test_a_truncated_file_is_stabilized_with_a_warning_or_refused_with_strict(tmp_path, capsys):

@@ -279,6 +279,23 @@ def test_the_stop_line_names_the_innermost_stage_and_progress():
     assert interrupt.where() == "during rendering, frame 3 of 9"  # a finished stage restores the outer
 
 
+def test_the_stop_line_says_which_segment_of_several_was_finetuning():
+    with pytest.raises(interrupt.Interrupted) as caught:
+        with interrupt.stage("finetuning"):
+            with interrupt.part("segment 1 of 2"):
+                interrupt.progress("step 6 of 6")
+            with interrupt.part("segment 2 of 2"):
+                interrupt.progress("step 3 of 6")
+                raise interrupt.Interrupted(signal.SIGINT)
+    assert interrupt.interrupted_line("gavs-x", caught.value) == (
+        "gavs-x: interrupted during finetuning, segment 2 of 2, step 3 of 6; rerun the same command to resume"
+    )
+    with interrupt.stage("finetuning"):
+        with interrupt.part(None):  # one segment: nothing to tell apart
+            interrupt.progress("step 3 of 6")
+            assert interrupt.where() == "during finetuning, step 3 of 6"
+
+
 def test_a_child_runs_calls_and_raises_their_errors():
     with interrupt.Child() as child:
         assert child.call(np.add, 2, 3) == 5

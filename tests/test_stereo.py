@@ -1,11 +1,25 @@
 """infer.stereo: the eyes are a parallel pair with the disparity f * b / z; layouts place them."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from helpers import stereo_tags
 from scipy.spatial.transform import Rotation
 
 from data_prep.schema import ClipPoses
-from infer.stereo import StereoConfig, beyond_budget, eye_cameras, lay_out, layout_size, segment_baseline
+from data_prep.video import VideoWriter, simple_encoding
+from infer.stereo import (
+    COMMENTS,
+    StereoConfig,
+    beyond_budget,
+    eye_cameras,
+    lay_out,
+    layout_outputs,
+    layout_size,
+    segment_baseline,
+    tagged,
+)
 
 
 def project(c2w: np.ndarray, K: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -49,8 +63,24 @@ def test_layouts_place_the_eyes():
     left = np.zeros((3, 5, 3), np.uint8) + np.array([10, 20, 30], np.uint8)
     right = np.zeros((3, 5, 3), np.uint8) + np.array([40, 50, 60], np.uint8)
     views = np.stack([left, right])
-    sbs, tb, anaglyph = (lay_out(name, views) for name in ("sbs", "tb", "anaglyph"))
+    [sbs], [tb], [anaglyph] = (lay_out(name, views) for name in ("sbs", "tb", "anaglyph"))
     assert sbs.shape == (3, 10, 3) and (sbs[:, :5] == left).all() and (sbs[:, 5:] == right).all()
     assert tb.shape == (6, 5, 3) and (tb[:3] == left).all() and (tb[3:] == right).all()
     assert (anaglyph == np.array([10, 50, 60])).all()
-    assert [layout_size(name, 5, 3) for name in ("sbs", "tb", "anaglyph")] == [(10, 3), (5, 6), (5, 3)]
+    pair = lay_out("pair", views)
+    assert len(pair) == 2 and (pair[0] == left).all() and (pair[1] == right).all()
+    sizes = [layout_size(name, 5, 3) for name in ("sbs", "tb", "anaglyph", "pair")]
+    assert sizes == [(10, 3), (5, 6), (5, 3), (5, 3)]
+    assert layout_outputs("pair", Path("out/3d.mp4")) == [Path("out/3d.left.mp4"), Path("out/3d.right.mp4")]
+    assert layout_outputs("sbs", Path("out/3d.mp4")) == [Path("out/3d.mp4")]
+
+
+@pytest.mark.parametrize(("layout", "packing"), [("sbs", 1), ("tb", 2), ("anaglyph", None)])
+def test_the_written_file_says_its_layout(tmp_path, layout, packing):
+    encoding = tagged(layout, simple_encoding(16, 8, 25.0), tmp_path / "3d.mp4")
+    with VideoWriter(tmp_path / "3d.mp4", encoding) as writer:
+        for _ in range(3):
+            writer.write(np.zeros((8, 16, 3), np.uint8))
+    comment, types = stereo_tags(tmp_path / "3d.mp4")
+    assert comment == COMMENTS[layout]
+    assert types == ([packing] if packing else [])  # x264 sends the SEI with each keyframe: here the first

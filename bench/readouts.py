@@ -1,0 +1,164 @@
+"""gavs-render's readouts on real clips: time per frame beside stabilization's, depth
+consistency, and stereo disparity and comfort.
+
+    python bench/readouts.py --clips ../shared/clips/small-shaky-5.avi ../shared/clips/nus-regular-0.m4v
+
+Each clip is stabilized once (its render stage is the yardstick), then rendered from that
+work folder with ``--depth``, ``--stereo sbs`` and ``--path push-in``, so no readout poses
+or finetunes again. Per clip:
+
+- seconds per frame of each readout's own stage, and its ratio to stabilization's render,
+  measured in the same run;
+- depth: the median disagreement with neighbours carried by the poses (finetuned, before
+  finetuning, sparse SfM) and the median error against the SfM points after scale;
+- stereo: the eyes' vertical disparity (DIS flow from left to right, median |v| px over the
+  inner 80% of each frame, then over frames; 0 for a perfect pair), the horizontal
+  disparity's 5-95% range, and the share of SfM points beyond the comfort budget.
+
+Arguments after ``--`` go to every command (default: a quick setting, below).
+Prints a markdown table and writes JSON (default: bench/results/readouts.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.atomic import write_atomic
+from data_prep.video import VideoReader
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = [
+    "--resolution",
+    "192",
+    "finetune.steps_per_frame=0",
+    "finetune.min_steps=60",
+    "finetune.batch=3",
+    "finetune.neighbours=2",
+]
+
+
+def command(module: str, clip: Path, out: Path, args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, str(clip), "-o", str(out), "--quiet", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if result.returncode:
+        raise RuntimeError(f"{clip}: {module} failed:\n{result.stderr[-2000:]}")
+
+
+def eye_disparity(sbs: Path) -> dict:
+    """Median over frames of the median |vertical| flow between the eyes, and the 5-95%
+    range of the horizontal one (px, inner 80% of each frame)."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    vertical, low, high = [], [], []
+    for frame in VideoReader(sbs):
+        image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY)
+        width = image.shape[1] // 2
+        flow = dis.calc(np.ascontiguousarray(image[:, :width]), np.ascontiguousarray(image[:, width:]), None)
+        h, w = flow.shape[:2]
+        inner = flow[h // 10 : h - h // 10, w // 10 : w - w // 10]
+        vertical.append(float(np.median(np.abs(inner[..., 1]))))
+        shift = -inner[..., 0]  # the left eye sees each point further right
+        low.append(float(np.percentile(shift, 5)))
+        high.append(float(np.percentile(shift, 95)))
+    return {
+        "vertical_px": float(np.median(vertical)),
+        "disparity_5_95_px": [float(np.median(low)), float(np.median(high))],
+    }
+
+
+def bench_clip(clip: Path, folder: Path, args: list[str]) -> dict:
+    stable = folder / "stable.mp4"
+    command("infer.stabilize_cli", clip, stable, ["--no-eval", *args])
+    work = ["--work-dir", str(folder / ".stable.gavs-work"), *args]
+    command("infer.render_cli", clip, folder / "depth", ["--depth", *work])
+    command("infer.render_cli", clip, folder / "sbs.mp4", ["--stereo", "sbs", *work])
+    command("infer.render_cli", clip, folder / "push.mp4", ["--path", "push-in", *work])
+    reports = {
+        "stabilize": json.loads(stable.with_suffix(".report.json").read_text()),
+        "depth": json.loads((folder / "depth" / "report.json").read_text()),
+        "stereo": json.loads((folder / "sbs.report.json").read_text()),
+        "path": json.loads((folder / "push.report.json").read_text()),
+    }
+    per_frame = {name: report["seconds_per_frame"] for name, report in reports.items()}
+    baseline = per_frame["stabilize"]["render"]
+    stages = {"stabilize": "render", "depth": "depth", "stereo": "render", "path": "render"}
+    sources = reports["depth"]["readout"]["sources"]
+    return {
+        "clip": clip.name,
+        "frames": reports["stabilize"]["frames"],
+        "size": reports["stabilize"]["output_size"],
+        "seconds_per_frame": {name: per_frame[name][stage] for name, stage in stages.items()},
+        "ratio_to_stabilize_render": {
+            name: round(per_frame[name][stage] / baseline, 3) for name, stage in stages.items()
+        },
+        "depth": {
+            name: {k: v for k, v in entry.items() if k != "consistency_pairs"}
+            for name, entry in sources.items()
+        },
+        "stereo": eye_disparity(folder / "sbs.mp4")
+        | {"points_beyond_budget": reports["stereo"]["readout"]["points_beyond_budget"]},
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| clip | frames | s/frame: stabilize render, depth, stereo, path | depth consistency: finetuned, "
+        "before, sparse | SfM agreement: finetuned, before | stereo vertical px | disparity 5-95% px | "
+        "beyond budget |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        spf, depth, stereo = row["seconds_per_frame"], row["depth"], row["stereo"]
+        consistency = ", ".join(f"{depth[s]['consistency']:.4f}" for s in ("finetuned", "initial", "sparse"))
+        agreement = ", ".join(f"{depth[s]['sparse_agreement']:.3f}" for s in ("finetuned", "initial"))
+        beyond = max(stereo["points_beyond_budget"].values(), default=0.0)
+        low, high = stereo["disparity_5_95_px"]
+        lines.append(
+            f"| {row['clip']} | {row['frames']} | {spf['stabilize']:.2f}, {spf['depth']:.2f}, "
+            f"{spf['stereo']:.2f}, {spf['path']:.2f} | {consistency} | {agreement} | "
+            f"{stereo['vertical_px']:.3f} | {low:.1f} to {high:.1f} | {beyond:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else QUICK
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clips", nargs="+", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "readouts.json")
+    args = parser.parse_args(argv)
+    missing = [str(clip) for clip in args.clips if not clip.is_file()]
+    if missing:
+        parser.error(f"no such clip: {', '.join(missing)}")
+    rows = []
+    for clip in args.clips:
+        with tempfile.TemporaryDirectory(prefix="gavs-readouts-") as folder:
+            rows.append(bench_clip(clip, Path(folder), extra))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print(table(rows))
+    machine = {"cpu": platform.machine(), "cores": os.cpu_count()}
+    result = {"args": extra, "machine": machine, "rows": rows}
+    write_atomic(args.out, json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
