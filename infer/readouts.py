@@ -3,8 +3,8 @@ Video Gaussian Representation paper. Each reads a clip's poses and finetuned net
 the work folder of an earlier ``gavs-stabilize`` run, or made here) and renders with the same
 neighbour fill, fusion and detail transfer as stabilization.
 
-Each readout is a ``Readout`` (new cameras, a layout, report details) that ``run_readout``
-renders:
+Each readout is a ``Readout`` (new cameras, a layout, report details) that ``render`` runs
+through gavs-stabilize's own ``run_readout``:
 
 - ``path_readout``: the clip along a new camera path, a preset or a path file;
 - ``stereo_readout``: left and right eyes, side by side, top-bottom or anaglyph.
@@ -24,25 +24,23 @@ import torch
 
 from common.atomic import atomic_path, write_atomic
 from common.config import ConfigError
-from data_prep.video import Encoding, probe
+from data_prep.video import probe
 from infer.camera_paths import PRESETS, PathConfig, PathFileError, preset_path, read_path_file
 from infer.coverage import near_depth
 from infer.depth import DepthConfig, check_depth_output, write_depths
 from infer.posing import DecodedClip, WorkFolderError
 from infer.stabilize import (
+    Readout,
     Reconstruction,
     SegmentPlan,
     StabilizeConfig,
-    Stabilized,
     StageTimer,
-    build_report,
-    check_output,
     output_encoding,
     pick_device,
     plan_path,
     print_warning,
     reconstruct,
-    render_video,
+    run_readout,
 )
 from infer.stereo import (
     LAYOUTS,
@@ -127,21 +125,7 @@ def new_plans(
     return plans
 
 
-@dataclass
-class Readout:
-    """What one readout changes in the rendering of a clip."""
-
-    kind: str  # for the report
-    plans: Callable[[Reconstruction], list[SegmentPlan]]  # the plans with the new cameras
-    check: Callable[[DecodedClip], object] = lambda clip: None  # refuses a clip before finetuning
-    layout: Callable[[np.ndarray], list[np.ndarray]] = lambda views: [views[0]]  # a frame per output
-    size: Callable[[int, int], tuple[int, int]] = lambda w, h: (w, h)  # their size from the input's
-    outputs: Callable[[Path], list[Path]] = lambda output: [output]  # the files for -o OUT
-    tags: Callable[[Encoding, Path], Encoding] = lambda encoding, output: encoding  # what they hold
-    details: Callable[[list[SegmentPlan]], dict] = lambda plans: {}  # the report's readout entry
-
-
-def run_readout(
+def render(
     video: Path,
     output: Path,
     config: ReadoutConfig,
@@ -153,56 +137,17 @@ def run_readout(
 ) -> dict:
     """Reconstruct ``video`` (or find it in the work folder), render it with ``readout``'s
     cameras and layout into ``output``, and write ``OUT.report.json`` and ``OUT.path.png``."""
-    warn = print_warning
-    output, video = Path(output), Path(video)
-    work_dir, cached_only = work_folder(output, work_dir)
-    info = probe(video)
-    encoding, warnings = output_encoding(info, config)
-    width, height = readout.size(encoding.width, encoding.height)
-    odd = width % 2 or height % 2
-    encoding = replace(encoding, width=width, height=height, chroma="444" if odd else encoding.chroma)
-    encoding, outputs = readout.tags(encoding, output), readout.outputs(output)
-    check_output(outputs[0], encoding, info, work_dir, videos=len(outputs))
-    for message in warnings:
-        warn(message)
-    device, timer = pick_device(config.device), StageTimer()
-    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
-    built = reconstruct(
-        video, config, timer=timer, warn=warn, cached_only=cached_only, check=readout.check, **where
-    )
-    plans = readout.plans(built)
-    shares, canvas_filled, encoding = render_video(
+    work_dir, cached_only = work_folder(Path(output), work_dir)
+    return run_readout(
         video,
         output,
-        built,
-        plans,
         config,
-        encoding=encoding,
-        device=device,
-        timer=timer,
+        readout,
+        checkpoint=checkpoint,
+        work_dir=work_dir,
+        cached_only=cached_only,
         progress=progress,
-        outputs=outputs,
-        layout=readout.layout,
     )
-    warnings += built.warnings
-    result = Stabilized(
-        built.clip,
-        built.poses_cached,
-        plans,
-        built.tuned,
-        shares,
-        canvas_filled,
-        encoding,
-        warnings,
-        None,
-        timer,
-    )
-    report = build_report(video, output, config, device, result)
-    cameras = {p.segment.start: p.smoothed.tolist() for p in plans if p.smoothed is not None}
-    report["outputs"] = [str(path) for path in outputs]
-    report["readout"] = {"kind": readout.kind, **readout.details(plans), "cameras": cameras}
-    write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
-    return report
 
 
 def path_readout(path: str, config: ReadoutConfig) -> Readout:

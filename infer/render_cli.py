@@ -21,7 +21,7 @@ from data_prep.video import VideoError
 from infer.camera_paths import PRESETS, PathFileError
 from infer.depth import DepthOutputError
 from infer.posing import WorkFolderError
-from infer.readouts import ReadoutConfig, path_readout, run_depth, run_readout, stereo_readout
+from infer.readouts import ReadoutConfig, path_readout, render, run_depth, stereo_readout
 from infer.stereo import LAYOUTS
 from model.release import ReleaseError
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, overrides: list[str], video: Path) -> int:
         print(f"wrote {report['output']} ({report['frames']} frames of depth; disagreement: {found})")
         return 0
     readout = path_readout(args.path, config) if args.path else stereo_readout(args.stereo, config)
-    report = run_readout(
+    report = render(
         video,
         args.output,
         config,

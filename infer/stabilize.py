@@ -601,6 +601,110 @@ def render_video(
     return shares, canvas_filled, encoding
 
 
+@dataclass
+class Readout:
+    """What a run renders from a clip's reconstruction: gavs-stabilize's smoothed path
+    (``STABILIZED``), or a gavs-render readout's new cameras, layout and report entry."""
+
+    kind: str  # for the report
+    plans: Callable[[Reconstruction], list[SegmentPlan]] = lambda built: built.plans  # with the new cameras
+    check: Callable[[DecodedClip], object] = lambda clip: None  # refuses a clip before finetuning
+    layout: Callable[[np.ndarray], list[np.ndarray]] = lambda views: [views[0]]  # a frame per output
+    size: Callable[[int, int], tuple[int, int]] = lambda w, h: (w, h)  # their size from the input's
+    outputs: Callable[[Path], list[Path]] = lambda output: [output]  # the files for -o OUT
+    tags: Callable[[Encoding, Path], Encoding] = lambda encoding, output: encoding  # what they hold
+    details: Callable[[list[SegmentPlan]], dict] | None = None  # the report's readout entry
+
+
+STABILIZED = Readout(kind="stabilize")
+
+
+def run_readout(
+    video: Path,
+    output: Path,
+    config: StabilizeConfig,
+    readout: Readout,
+    *,
+    checkpoint: str | None,
+    work_dir: Path,
+    cached_only: bool = False,
+    side_by_side: bool = False,
+    evaluate_output: bool = False,
+    progress: bool = True,
+    warn: Callable[[str], None] = print_warning,
+) -> dict:
+    """Reconstruct ``video`` (or find it in ``work_dir``; with ``cached_only``, only find
+    it), render it with ``readout``'s cameras and layout into ``output``, optionally
+    evaluate it against the input, and write ``OUT.report.json`` and ``OUT.path.png``."""
+    output, video = Path(output), Path(video)
+    info = probe(video)
+    encoding, warnings = output_encoding(info, config)
+    width, height = readout.size(encoding.width, encoding.height)
+    odd = width % 2 or height % 2
+    encoding = replace(encoding, width=width, height=height, chroma="444" if odd else encoding.chroma)
+    encoding, outputs = readout.tags(encoding, output), readout.outputs(output)
+    videos = len(outputs) + (2 if side_by_side else 0)  # the side by side is two wide
+    check_output(outputs[0], encoding, info, work_dir, videos=videos)
+    for message in warnings:
+        warn(message)
+    device, timer = pick_device(config.device), StageTimer()
+    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+    built = reconstruct(
+        video, config, timer=timer, warn=warn, cached_only=cached_only, check=readout.check, **where
+    )
+    plans = readout.plans(built)
+    shares, canvas_filled, encoding = render_video(
+        video,
+        output,
+        built,
+        plans,
+        config,
+        encoding=encoding,
+        device=device,
+        timer=timer,
+        progress=progress,
+        side_by_side=side_by_side,
+        outputs=outputs,
+        layout=readout.layout,
+    )
+    metrics = None
+    if evaluate_output:
+        with timer.stage("evaluate"):
+            metrics = _evaluation(video, output, built.clip, progress)
+    warnings += built.warnings
+    result = Stabilized(
+        built.clip,
+        built.poses_cached,
+        plans,
+        built.tuned,
+        shares,
+        canvas_filled,
+        encoding,
+        warnings,
+        metrics,
+        timer,
+    )
+    report = build_report(video, output, config, device, result)
+    if readout.details is not None:
+        cameras = {p.segment.start: p.smoothed.tolist() for p in plans if p.smoothed is not None}
+        report["outputs"] = [str(path) for path in outputs]
+        report["readout"] = {"kind": readout.kind, **readout.details(plans), "cameras": cameras}
+    write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
+    return report
+
+
+def _evaluation(video: Path, output: Path, clip: DecodedClip, progress: bool) -> dict:
+    """gavs-eval's scores of ``output`` against the input."""
+    from evaluation.metrics import evaluate
+
+    return evaluate(
+        _counted(f.image for f in VideoReader(video, limit=len(clip.frames))),
+        (f.image for f in VideoReader(output)),
+        clip.fps,
+        progress=progress,
+    )
+
+
 def stabilize(
     video: Path,
     output: Path,
@@ -615,59 +719,20 @@ def stabilize(
 ) -> dict:
     """Stabilize ``video`` into ``output``; write ``report.json`` and the path plot beside it.
     ``warn`` receives each warning as it is found (default: printed to stderr)."""
-    from evaluation.metrics import evaluate
-
-    output, video = Path(output), Path(video)
-    warn = warn or print_warning
-    info = probe(video)
+    output = Path(output)
     work_dir = Path(work_dir) if work_dir is not None else output.parent / f".{output.stem}.gavs-work"
-    encoding, warnings = output_encoding(info, config)
-    check_output(output, encoding, info, work_dir, videos=3 if side_by_side else 1)  # side by side: 2 wide
-    for message in warnings:
-        warn(message)
-    device = pick_device(config.device)
-    timer = StageTimer()
-    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
-    built = reconstruct(video, config, timer=timer, warn=warn, **where)
-    clip, plans = built.clip, built.plans
-    warnings += built.warnings
-    shares, canvas_filled, encoding = render_video(
+    return run_readout(
         video,
         output,
-        built,
-        plans,
         config,
-        encoding=encoding,
-        device=device,
-        timer=timer,
-        progress=progress,
+        STABILIZED,
+        checkpoint=checkpoint,
+        work_dir=work_dir,
         side_by_side=side_by_side,
+        evaluate_output=evaluate_output,
+        progress=progress,
+        warn=warn or print_warning,
     )
-    metrics = None
-    if evaluate_output:
-        with timer.stage("evaluate"):
-            metrics = evaluate(
-                _counted(f.image for f in VideoReader(video, limit=len(clip.frames))),
-                (f.image for f in VideoReader(output)),
-                clip.fps,
-                progress=progress,
-            )
-
-    result = Stabilized(
-        clip,
-        built.poses_cached,
-        plans,
-        built.tuned,
-        shares,
-        canvas_filled,
-        encoding,
-        warnings,
-        metrics,
-        timer,
-    )
-    report = build_report(video, output, config, device, result)
-    write_atomic(output.with_suffix(".report.json"), json.dumps(report, indent=1, default=str))
-    return report
 
 
 def _segment_report(k: int, plan: SegmentPlan, result: Stabilized) -> dict:
