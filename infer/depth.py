@@ -10,7 +10,10 @@ Consistency is measured as the disagreement between a frame's depth and a neighb
 carried over by the poses, on the static pixels of the frame (``disagreement``), for three
 sources: the finetuned reconstruction, the network before finetuning, and the sparse SfM
 depth (whose points are multi-view consistent by construction, so its number is a floor
-rather than a rival). The dense sources are also compared with the SfM points
+rather than a rival). A flat map is consistent too, and a fresh network's depth is nearly
+flat, so each source also gets the disagreement over its own contrast (``contrast``: the
+depth's relative spread in the frame): under 1, the depth's structure holds from frame to
+frame; a flat map scores 1 or more. The dense sources are also compared with the SfM points
 (``sparse_agreement``), after a per-frame scale, since a fresh network has none.
 """
 
@@ -96,6 +99,16 @@ def disagreement(
     return float(np.median(np.abs(z[keep] - d[keep]) / d[keep])), int(keep.sum())
 
 
+def contrast(depth: np.ndarray, static: np.ndarray) -> float:
+    """The depth's own relative spread over the static pixels with a depth: median absolute
+    deviation over the median (0 for a flat map; nan where none)."""
+    known = depth[(depth > 0) & static]
+    if len(known) == 0:
+        return float("nan")
+    middle = np.median(known)
+    return float(np.median(np.abs(known - middle)) / middle)
+
+
 def sparse_depth(poses: ClipPoses, t: int) -> np.ndarray:
     """``[H, W]`` frame ``t``'s SfM points' depths at their pixels (the nearest where two
     share one), 0 elsewhere."""
@@ -127,6 +140,7 @@ class Measure:
         self.poses, self.static, self.offsets, self.agree = poses, static, offsets, agree
         self.held: dict[int, np.ndarray] = {}
         self.pairs: list[tuple[int, int, float, int]] = []  # frame, neighbour, disagreement, pixels
+        self.contrast: dict[int, float] = {}  # per frame
         self.agreement: list[tuple[float, float]] = []
         self.density: list[float] = []
 
@@ -144,6 +158,7 @@ class Measure:
                 self.pairs.append((t, t - offset, value, pixels))
         self.held[t] = depth
         self.held.pop(t - max(self.offsets, default=0), None)
+        self.contrast[t] = contrast(depth, self.static[t])
         if self.agree:
             self.agreement.append(sparse_agreement(depth, sparse_depth(self.poses, t)))
         self.density.append(float((depth > 0).mean()))
@@ -161,13 +176,21 @@ class Measure:
 
 def summary(measures: list[Measure], starts: list[int]) -> dict:
     """A source's report entry over its segments (``starts``: each one's first frame): the
-    median disagreement over frame pairs, each pair's, and the agreement with the points."""
-    pairs = [(s + t, s + n, v, p) for m, s in zip(measures, starts, strict=True) for t, n, v, p in m.pairs]
-    values = [v for *_, v, p in pairs if p > 0]
+    median disagreement over frame pairs, the depth's contrast, their ratio, each pair's
+    numbers, and the agreement with the points."""
+    pairs = [
+        (s + t, s + n, v, p, v / m.contrast[t])
+        for m, s in zip(measures, starts, strict=True)
+        for t, n, v, p in m.pairs
+    ]
+    counted = [pair for pair in pairs if pair[3] > 0]
+    contrasts = [c for m in measures for c in m.contrast.values() if np.isfinite(c)]
     entry = {
-        "consistency": float(np.median(values)) if values else None,
+        "consistency": float(np.median([v for _, _, v, _, _ in counted])) if counted else None,
+        "contrast": float(np.median(contrasts)) if contrasts else None,
+        "consistency_to_contrast": float(np.median([r for *_, r in counted])) if counted else None,
         "density": float(np.mean([d for m in measures for d in m.density])) if measures else None,
-        "consistency_pairs": [[t, n, round(v, 6), p] for t, n, v, p in pairs],
+        "consistency_pairs": [[t, n, round(v, 6), p] for t, n, v, p, _ in pairs],
     }
     agreement = np.array([a for m in measures for a in m.agreement], float).reshape(-1, 2)
     if measures and measures[0].agree:

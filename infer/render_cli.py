@@ -95,11 +95,14 @@ def run(args: argparse.Namespace, overrides: list[str], video: Path) -> int:
     if args.depth:
         report = run_depth(video, args.output, config, **where)
         found = ", ".join(
-            f"{name} {entry['consistency']:.4f}"
+            f"{name} {entry['consistency']:.4f} ({entry['consistency_to_contrast']:.3g})"
             for name, entry in report["readout"]["sources"].items()
             if entry["consistency"] is not None
         )
-        print(f"wrote {report['output']} ({report['frames']} frames of depth; disagreement: {found})")
+        print(
+            f"wrote {report['output']} ({report['frames']} frames of depth; disagreement with the "
+            f"neighbours, and as a share of the depth's contrast: {found})"
+        )
         return 0
     readout = path_readout(args.path, config) if args.path else stereo_readout(args.stereo, config)
     report = render(
