@@ -16,7 +16,9 @@ or finetunes again. Per clip:
   disparity's 5-95% range, and the share of SfM points beyond the comfort budget.
 
 Arguments after ``--`` go to every command (default: a quick setting, below).
-Prints a markdown table and writes JSON (default: bench/results/readouts.json).
+Prints a markdown table and writes JSON (default: bench/results/readouts.json); with
+``--sheets DIR``, also a contact sheet per clip, ``DIR/readouts-CLIP.png``: one frame of the
+input, the push-in, both eyes and the depth preview, so a person can look.
 """
 
 from __future__ import annotations
@@ -80,7 +82,37 @@ def eye_disparity(sbs: Path) -> dict:
     }
 
 
-def bench_clip(clip: Path, folder: Path, args: list[str]) -> dict:
+def frame_at(video: Path, index: int) -> np.ndarray:
+    for number, frame in enumerate(VideoReader(video)):
+        if number == index:
+            return frame.image
+    raise ValueError(f"{video}: no frame {index}")
+
+
+def contact_sheet(clip: Path, folder: Path, index: int, out: Path) -> None:
+    """A 3x2 grid of frame ``index``: input and push-in, left and right eye, depth preview
+    and stabilized, each labelled."""
+    sbs = frame_at(folder / "sbs.mp4", index)
+    width = sbs.shape[1] // 2
+    cells = [
+        ("input", frame_at(clip, index)),
+        ("push-in", frame_at(folder / "push.mp4", index)),
+        ("left eye", sbs[:, :width]),
+        ("right eye", sbs[:, width:]),
+        ("depth (near: red)", frame_at(folder / "depth" / "preview.mp4", index)),
+        ("stabilized", frame_at(folder / "stable.mp4", index)),
+    ]
+    labelled = []
+    for name, image in cells:
+        image = np.ascontiguousarray(image)
+        cv2.putText(image, name, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+        labelled.append(image)
+    grid = np.concatenate([np.concatenate(labelled[r : r + 2], axis=1) for r in range(0, 6, 2)], axis=0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))[1].tobytes())
+
+
+def bench_clip(clip: Path, folder: Path, args: list[str], sheets: Path | None = None) -> dict:
     stable = folder / "stable.mp4"
     command("infer.stabilize_cli", clip, stable, ["--no-eval", *args])
     work = ["--work-dir", str(folder / ".stable.gavs-work"), *args]
@@ -93,6 +125,9 @@ def bench_clip(clip: Path, folder: Path, args: list[str]) -> dict:
         "stereo": json.loads((folder / "sbs.report.json").read_text()),
         "path": json.loads((folder / "push.report.json").read_text()),
     }
+    if sheets is not None:
+        frames = reports["stabilize"]["frames"]
+        contact_sheet(clip, folder, frames * 3 // 4, sheets / f"readouts-{clip.stem}.png")
     per_frame = {name: report["seconds_per_frame"] for name, report in reports.items()}
     baseline = per_frame["stabilize"]["render"]
     stages = {"stabilize": "render", "depth": "depth", "stereo": "render", "path": "render"}
@@ -144,19 +179,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--clips", nargs="+", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "readouts.json")
+    parser.add_argument("--sheets", type=Path, help="write a contact sheet per clip into this folder")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        help="keep each clip's outputs in FOLDER/CLIP (default: a temporary folder); a rerun finds "
+        "the poses and networks in its work folder, so only the renders run again",
+    )
     args = parser.parse_args(argv)
     missing = [str(clip) for clip in args.clips if not clip.is_file()]
     if missing:
         parser.error(f"no such clip: {', '.join(missing)}")
     rows = []
-    for clip in args.clips:
-        with tempfile.TemporaryDirectory(prefix="gavs-readouts-") as folder:
-            rows.append(bench_clip(clip, Path(folder), extra))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
-    print(table(rows))
     machine = {"cpu": platform.machine(), "cores": os.cpu_count()}
-    result = {"args": extra, "machine": machine, "rows": rows}
-    write_atomic(args.out, json.dumps(result, indent=1))
+    for clip in args.clips:
+        if args.folder is None:
+            with tempfile.TemporaryDirectory(prefix="gavs-readouts-") as folder:
+                rows.append(bench_clip(clip, Path(folder), extra, args.sheets))
+        else:
+            (args.folder / clip.stem).mkdir(parents=True, exist_ok=True)
+            rows.append(bench_clip(clip, args.folder / clip.stem, extra, args.sheets))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        # after every clip, so a long run stopped part way keeps the rows it has
+        write_atomic(args.out, json.dumps({"args": extra, "machine": machine, "rows": rows}, indent=1))
+    print(table(rows))
     print(f"wrote {args.out}")
 
 

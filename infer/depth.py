@@ -290,14 +290,15 @@ def check_depth_output(output: Path, size: tuple[int, int], info: VideoInfo, wor
 
 class DepthSink:
     """Where a clip's depth frames go, in order, at ``size``: the PNGs (at ``scale`` per value)
-    or the .npz, and the preview (colours from ``shown``, near and far); ``fields()`` is
-    depth.json's description of what was written."""
+    or the .npz, and the preview; ``fields()`` is depth.json's description of what was
+    written. The preview's colours run over the first known frame's 2nd-98th depth
+    percentiles, kept for the whole clip so that they do not flicker."""
 
     def __init__(
         self, folder: Path, config: DepthConfig, *, clip: DecodedClip, size: tuple[int, int], scale: float
     ) -> None:
         self.config, self.size, self.scale, self.count = config, size, scale, len(clip.frames)
-        self.shown = clip_depth_range(clip)
+        self.shown: tuple[float, float] | None = None  # near and far of the preview's colours
         self.pts, encoding = output_pts(clip, preview_encoding(size, clip.info))
         self.stack = ExitStack()
         if config.format == "png":
@@ -323,9 +324,12 @@ class DepthSink:
         for depth in frames:
             interrupt.progress(f"frame {self.index + 1} of {self.count}")
             self.frames.write(self.index, depth)
-            if self.preview is not None:
-                self.preview.write(colourised(depth, *self.shown), int(self.pts[self.index]))
             known = depth[depth > 0]
+            if self.shown is None and len(known):
+                near, far = np.percentile(known, [2, 98])
+                self.shown = float(near), float(max(far, near * 1.01))
+            if self.preview is not None:
+                self.preview.write(colourised(depth, *(self.shown or (1.0, 2.0))), int(self.pts[self.index]))
             if len(known):
                 self.near, self.far = min(self.near, float(known.min())), max(self.far, float(known.max()))
             self.known, self.index = self.known + len(known), self.index + 1
