@@ -10,7 +10,8 @@ or finetunes again. Per clip:
 - seconds per frame of each readout's own stage, and its ratio to stabilization's render,
   measured in the same run;
 - depth: the median disagreement with neighbours carried by the poses (finetuned, before
-  finetuning, sparse SfM) and the median error against the SfM points after scale;
+  finetuning, sparse SfM), the same over each depth's contrast, and the median error
+  against the SfM points after scale;
 - stereo: the eyes' vertical disparity (DIS flow from left to right, median |v| px over the
   inner 80% of each frame, then over frames; 0 for a perfect pair), the horizontal
   disparity's 5-95% range, and the share of SfM points beyond the comfort budget.
@@ -151,14 +152,17 @@ def bench_clip(clip: Path, folder: Path, args: list[str], sheets: Path | None = 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| clip | frames | s/frame: stabilize render, depth, stereo, path | depth consistency: finetuned, "
-        "before, sparse | SfM agreement: finetuned, before | stereo vertical px | disparity 5-95% px | "
-        "beyond budget |",
+        "| clip | frames | s/frame: stabilize render, depth, stereo, path "
+        "| depth consistency (over contrast): finetuned, before, sparse | SfM agreement: finetuned, before "
+        "| stereo vertical px | disparity 5-95% px | beyond budget |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         spf, depth, stereo = row["seconds_per_frame"], row["depth"], row["stereo"]
-        consistency = ", ".join(f"{depth[s]['consistency']:.4f}" for s in ("finetuned", "initial", "sparse"))
+        consistency = ", ".join(
+            f"{depth[s]['consistency']:.4f} ({depth[s]['consistency_to_contrast']:.3g})"
+            for s in ("finetuned", "initial", "sparse")
+        )
         agreement = ", ".join(f"{depth[s]['sparse_agreement']:.3f}" for s in ("finetuned", "initial"))
         beyond = max(stereo["points_beyond_budget"].values(), default=0.0)
         low, high = stereo["disparity_5_95_px"]
