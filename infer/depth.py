@@ -260,14 +260,12 @@ def colourised(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     return np.where((depth > 0)[..., None], rgb, 0).astype(np.uint8)
 
 
-def clip_depth_range(clip: DecodedClip) -> tuple[float, float]:
-    """(1st, 99th) percentile of the clip's SfM point depths (scene units), or (0.5, 2) for a
-    clip whose poses have none (rotation only: median depth 1 by convention)."""
+def deep_points(clip: DecodedClip) -> float:
+    """The 99th percentile of the clip's SfM point depths (scene units), or 2 for a clip whose
+    poses have none (rotation only: median depth 1 by convention)."""
     depths = [s.poses.observations[:, 3] for s in clip.segments if s.poses is not None]
     depths = np.concatenate(depths) if depths else np.zeros(0)
-    if len(depths) == 0:
-        return 0.5, 2.0
-    return float(np.quantile(depths, 0.01)), float(np.quantile(depths, 0.99))
+    return float(np.quantile(depths, 0.99)) if len(depths) else 2.0
 
 
 def preview_encoding(size: tuple[int, int], info: VideoInfo) -> Encoding:
@@ -377,7 +375,7 @@ def write_depths(
     measures: dict[str, list[Measure]] = {s: [] for s in (SOURCES if depth.compare else SOURCES[:1])}
     cameras: list[dict | None] = []
     starts: list[int] = []
-    scale = depth.range_factor * clip_depth_range(clip)[1] / PNG_MAX
+    scale = depth.range_factor * deep_points(clip) / PNG_MAX
     with DepthSink(folder, depth, clip=clip, size=size, scale=scale) as sink:
         for k, plan in enumerate(built.plans):
             segment, poses = plan.segment, plan.segment.poses
