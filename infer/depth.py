@@ -19,6 +19,7 @@ frame; a flat map scores 1 or more. The dense sources are also compared with the
 
 from __future__ import annotations
 
+import itertools
 import json
 import zipfile
 from collections.abc import Iterator
@@ -109,15 +110,18 @@ def contrast(depth: np.ndarray, static: np.ndarray) -> float:
     return float(np.median(np.abs(known - middle)) / middle)
 
 
-def sparse_depth(poses: ClipPoses, t: int) -> np.ndarray:
-    """``[H, W]`` frame ``t``'s SfM points' depths at their pixels (the nearest where two
-    share one), 0 elsewhere."""
-    seen = poses.observations[poses.observations[:, 0] == t]
-    cols = np.clip(seen[:, 1].astype(np.int64), 0, poses.width - 1)  # COLMAP: (0.5, 0.5) is a centre
-    rows = np.clip(seen[:, 2].astype(np.int64), 0, poses.height - 1)
-    depth = np.full((poses.height, poses.width), np.inf)
-    np.minimum.at(depth, (rows, cols), seen[:, 3])
-    return np.where(np.isfinite(depth), depth, 0.0)
+def sparse_depths(poses: ClipPoses) -> Iterator[np.ndarray]:
+    """``[H, W]`` each frame's SfM points' depths at their pixels (the nearest where two share
+    one), 0 elsewhere, in frame order: the observations are sorted by frame once."""
+    seen = poses.observations[np.argsort(poses.observations[:, 0], kind="stable")]
+    bounds = np.searchsorted(seen[:, 0], np.arange(len(poses.c2w) + 1))
+    for start, end in itertools.pairwise(bounds):
+        frame = seen[start:end]
+        cols = np.clip(frame[:, 1].astype(np.int64), 0, poses.width - 1)  # COLMAP: (0.5, 0.5) is a centre
+        rows = np.clip(frame[:, 2].astype(np.int64), 0, poses.height - 1)
+        depth = np.full((poses.height, poses.width), np.inf)
+        np.minimum.at(depth, (rows, cols), frame[:, 3])
+        yield np.where(np.isfinite(depth), depth, 0.0)
 
 
 def sparse_agreement(depth: np.ndarray, sparse: np.ndarray) -> tuple[float, float]:
@@ -138,6 +142,7 @@ class Measure:
 
     def __init__(self, poses: ClipPoses, static: np.ndarray, offsets: tuple[int, ...], agree: bool) -> None:
         self.poses, self.static, self.offsets, self.agree = poses, static, offsets, agree
+        self.points = sparse_depths(poses) if agree else None  # frame by frame, as the depths come
         self.held: dict[int, np.ndarray] = {}
         self.pairs: list[tuple[int, int, float, int]] = []  # frame, neighbour, disagreement, pixels
         self.contrast: dict[int, float] = {}  # per frame
@@ -160,7 +165,7 @@ class Measure:
         self.held.pop(t - max(self.offsets, default=0), None)
         self.contrast[t] = contrast(depth, self.static[t])
         if self.agree:
-            self.agreement.append(sparse_agreement(depth, sparse_depth(self.poses, t)))
+            self.agreement.append(sparse_agreement(depth, next(self.points)))
         self.density.append(float((depth > 0).mean()))
 
     def feed(self, depths: Iterator[Tensor | np.ndarray]) -> Iterator[Tensor | np.ndarray]:
@@ -396,7 +401,7 @@ def write_depths(
             sink.write(to_size(d, *size) for d in measures["finetuned"][-1].feed(tuned))
             if first is not None:
                 measures["initial"][-1].consume(source_depths(first, posed, progress=False, **render))
-                measures["sparse"][-1].consume(sparse_depth(poses, t) for t in range(segment.length))
+                measures["sparse"][-1].consume(sparse_depths(poses))
             release_free_heap()
     fields = sink.fields() | {"frames_without_depth": [i for i, c in enumerate(cameras) if c is None]}
     write_atomic(folder / "depth.json", json.dumps(fields | {"cameras": cameras}))

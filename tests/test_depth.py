@@ -16,7 +16,7 @@ from infer.depth import (
     colourised,
     disagreement,
     sparse_agreement,
-    sparse_depth,
+    sparse_depths,
     to_size,
 )
 from infer.readouts import ReadoutConfig
@@ -76,9 +76,10 @@ def poses_with(observations: np.ndarray) -> ClipPoses:
 def test_sparse_depth_puts_each_point_in_its_pixel_and_keeps_the_nearest():
     # COLMAP's pixel centres are at .5: (2.5, 1.5) is column 2, row 1
     seen = np.array([[0, 2.5, 1.5, 3.0], [0, 2.9, 1.1, 2.0], [0, 7.99, 5.99, 4.0], [1, 0.5, 0.5, 9.0]])
-    depth = sparse_depth(poses_with(seen), 0)
+    depth, other = sparse_depths(poses_with(seen))
     assert depth[1, 2] == 2.0 and depth[5, 7] == 4.0
     assert np.count_nonzero(depth) == 2  # frame 1's point is not frame 0's
+    assert other[0, 0] == 9.0 and np.count_nonzero(other) == 1
 
 
 def test_sparse_agreement_measures_shape_after_scale():
