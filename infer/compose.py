@@ -67,14 +67,14 @@ def _inpaint(frame: np.ndarray, holes: np.ndarray, radius: int) -> np.ndarray:
     return np.stack([cv2.inpaint(frame[..., c], mask, radius, cv2.INPAINT_TELEA) for c in range(3)], -1)
 
 
-def source_pixels(depth: Tensor, K: Tensor, to_source: Tensor) -> Tensor:
+def source_pixels(depth: Tensor, *, K: Tensor, K_source: Tensor, to_source: Tensor) -> Tensor:
     """``[B, 2, H, W]`` source-camera pixel coordinates of the surface at ``depth [B, 1, H, W]``
     seen from a camera with intrinsics ``K [B, 3, 3]``; ``to_source [B, 4, 4]`` maps that
-    camera's frame into the source camera's (same intrinsics)."""
+    camera's frame into the source camera's, whose intrinsics are ``K_source [B, 3, 3]``."""
     B, _, H, W = depth.shape
     uv = pixel_centers(H, W, device=depth.device, dtype=depth.dtype).reshape(1, H * W, 2).expand(B, -1, -1)
     points = unproject(uv, depth.reshape(B, H * W), K)
-    projected, z = project(transform_points(to_source, points), K)
+    projected, z = project(transform_points(to_source, points), K_source)
     projected = torch.where((z > 1e-6)[..., None], projected, torch.full_like(projected, -1e6))
     return projected.transpose(1, 2).reshape(B, 2, H, W)
 
@@ -103,6 +103,7 @@ def compose(
     depth: Tensor,
     features: Tensor,
     K: Tensor,
+    K_source: Tensor | None = None,
     to_source: Tensor,
     source: np.ndarray | None,
     min_alpha: float = 0.5,
@@ -113,7 +114,9 @@ def compose(
     Args:
         color, alpha, depth: ``[B, 3|1|1, h, w]`` the render (colour over black).
         features: ``[B, FEATURES, h, w]`` composited ``origin_features``.
-        K: ``[B, 3, 3]`` working-size intrinsics of the render and of the source.
+        K: ``[B, 3, 3]`` working-size intrinsics of the render.
+        K_source: ``[B, 3, 3]`` the source's, where they differ from the render's (a shifted
+            principal point).
         to_source: ``[B, 4, 4]`` from the rendered (smoothed) camera to the source camera.
         source: ``[B, H, W, 3]`` uint8 or uint16, the input frames at the output size (the
             output keeps their dtype), or None to output
@@ -132,7 +135,8 @@ def compose(
             return F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)
 
         K_full = scale_intrinsics(K, W / w, H / h)
-        uv = source_pixels(up(depth), K_full, to_source)
+        K_source_full = K_full if K_source is None else scale_intrinsics(K_source, W / w, H / h)
+        uv = source_pixels(up(depth), K=K_full, K_source=K_source_full, to_source=to_source)
         inside = (uv[:, :1] >= 0) & (uv[:, :1] <= W) & (uv[:, 1:] >= 0) & (uv[:, 1:] <= H)
         sampled = resample(source, uv).to(color.device)
         low, high = SOURCE_RAMP

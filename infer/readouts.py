@@ -26,7 +26,6 @@ from common.atomic import atomic_path, write_atomic
 from common.config import ConfigError
 from data_prep.video import probe
 from infer.camera_paths import PRESETS, PathConfig, PathFileError, preset_path, read_path_file
-from infer.coverage import near_depth
 from infer.depth import DepthConfig, check_depth_output, write_depths
 from infer.posing import DecodedClip, WorkFolderError
 from infer.stabilize import (
@@ -44,14 +43,15 @@ from infer.stabilize import (
 )
 from infer.stereo import (
     LAYOUTS,
+    EyeSetup,
     StereoConfig,
     StereoLayout,
     beyond_budget,
     eye_cameras,
+    eye_setup,
     lay_out,
     layout_outputs,
     layout_size,
-    segment_baseline,
     tagged,
 )
 
@@ -166,24 +166,26 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
     """Left and right eyes along the stabilized (or original) path, laid out as ``layout``."""
     if layout not in LAYOUTS:
         raise ConfigError(f"no stereo layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
-    baselines: dict[int, float] = {}
+    eyes: dict[int, EyeSetup] = {}
     comfort: dict[int, float] = {}
+    shifts: dict[int, float] = {}  # the right eye's principal-point shift, px at the output size
 
     def plans(built: Reconstruction) -> list[SegmentPlan]:
-        out, scale = [], built.clip.frames.shape[2] / built.clip.info.size[0]
+        out, width = [], built.clip.frames.shape[2]
+        scale = width / built.clip.info.size[0]
         for plan in built.plans:
             if plan.smoothed is None:
                 out.append(plan)
                 continue
             poses = plan.segment.poses
             focal = float(poses.per_frame_K()[0, 0, 0])
-            near = near_depth(poses)
-            baseline = segment_baseline(config.stereo, near=near, focal=focal, scale=scale)
+            setup = eye_setup(config.stereo, poses, focal=focal, scale=scale, width=width)
             centre = plan.smoothed if config.stereo.eye_path == "stabilized" else poses.c2w
-            baselines[plan.segment.start] = baseline
-            budget = config.stereo.budget * built.clip.frames.shape[2]  # px at the working size
-            comfort[plan.segment.start] = beyond_budget(poses, baseline=baseline, focal=focal, budget=budget)
-            out.append(replace(plan, smoothed=eye_cameras(centre, baseline)))
+            eyes[plan.segment.start], shifts[plan.segment.start] = setup, setup.shifts[1] / scale
+            budget = config.stereo.budget * width  # px at the working size
+            comfort[plan.segment.start] = beyond_budget(poses, setup, focal=focal, budget=budget)
+            eyes_c2w = eye_cameras(centre, setup.baseline)
+            out.append(replace(plan, smoothed=eyes_c2w, shifts=np.array(setup.shifts)))
         return out
 
     return Readout(
@@ -196,7 +198,9 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
         details=lambda _: {
             "layout": layout,
             "settings": asdict(config.stereo),
-            "baseline": baselines,
+            "baseline": {start: e.baseline for start, e in eyes.items()},
+            "screen_depth": {start: e.screen if np.isfinite(e.screen) else None for start, e in eyes.items()},
+            "convergence_shift": shifts,
             "points_beyond_budget": comfort,
         },
     )

@@ -64,7 +64,9 @@ def parser() -> argparse.ArgumentParser:
         "--stereo",
         choices=LAYOUTS,
         help="stereo video: left and right eyes side by side (left on the left), top (left) and bottom, "
-        "or a red-cyan anaglyph; stereo.baseline or stereo.max_disparity sets the eyes' distance",
+        "or a red-cyan anaglyph. By default the baseline keeps 99%% of the scene within the comfort "
+        "budget (stereo.budget) and the median depth sits at the screen; stereo.baseline or "
+        "stereo.max_disparity sets the eyes' distance, stereo.convergence=infinity keeps them parallel",
     )
     readout.add_argument(
         "--depth",

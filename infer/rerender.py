@@ -214,8 +214,9 @@ class SegmentRenderer:
     size as it goes, so no more than a batch of them is ever held.
 
     ``smoothed [T, 4, 4]`` are the new camera-to-world poses of every frame of ``clip`` (all
-    posed), or ``[T, V, 4, 4]`` for V new cameras per frame (a stereo pair); ``pad`` is the
-    canvas padding the network saw in finetuning.
+    posed), or ``[T, V, 4, 4]`` for V new cameras per frame (a stereo pair); ``shifts [V]``
+    move each new camera's principal point right by that many px at the working size (a
+    stereo pair's convergence); ``pad`` is the canvas padding the network saw in finetuning.
     """
 
     def __init__(
@@ -224,6 +225,7 @@ class SegmentRenderer:
         clip: PosedClip,
         *,
         smoothed: np.ndarray,
+        shifts: np.ndarray | None = None,
         pad: float,
         config: RenderConfig,
         backend: Backend = "auto",
@@ -235,7 +237,7 @@ class SegmentRenderer:
                 f"a segment renders posed frames only: {len(clip.poses.frame_ids)} of {len(clip.frames)}"
             )
         self.clip, self.smoothed, self.config, self.backend = clip, smoothed, config, backend
-        self.progress = progress
+        self.shifts, self.progress = shifts, progress
         with torch.no_grad():  # the first-layer depth pass: no graph to keep
             self.scene = _Scene(net, clip, pad, config, device, progress)
 
@@ -253,6 +255,9 @@ class SegmentRenderer:
         h, w = self.clip.frames.shape[1:3]
         target = torch.from_numpy(self.smoothed).float().to(scene.device)
         target = target[:, None] if target.ndim == 3 else target  # [T, V, 4, 4]
+        K_new = scene.K.repeat(target.shape[1], 1, 1)  # [V, 3, 3]
+        if self.shifts is not None:
+            K_new[:, 0, 2] += torch.as_tensor(self.shifts, dtype=K_new.dtype, device=K_new.device)
         steps = range(0, count, self.config.batch)
         for start in tqdm(steps, desc="render", disable=not self.progress, dynamic_ncols=True):
             batch = list(range(start, min(start + self.config.batch, count)))
@@ -260,7 +265,7 @@ class SegmentRenderer:
             size = max(g.count for g in sets)
             gaussians = Gaussians.cat([_pad_to(g, size)[None] for g in sets], dim=0)
             viewmats = relative_pose(scene.c2w[batch][:, None], target[batch])  # [B, V]: source -> new camera
-            Ks = scene.K.expand(*viewmats.shape[:2], 3, 3)
+            Ks = K_new.expand(len(batch), -1, 3, 3)
             result = render(gaussians, viewmats, Ks, w, h, backend=self.backend)
             inverse = torch.linalg.inv(viewmats)
             for b in range(len(batch)):  # one at a time: full-size intermediates of one frame only
@@ -272,6 +277,7 @@ class SegmentRenderer:
                         depth=result.depth[b, v : v + 1],
                         features=result.features[b, v : v + 1],
                         K=Ks[b, v : v + 1],
+                        K_source=scene.K[None],
                         to_source=inverse[b, v : v + 1],
                         source=source,
                         min_alpha=self.config.min_alpha,

@@ -221,6 +221,7 @@ class SegmentPlan:
     segment: Segment
     smoothed: np.ndarray | None = None  # [n, 4, 4] new camera-to-world poses (3D)
     corrections: np.ndarray | None = None  # [n, 3, 3] working-size input -> output similarity (2D)
+    shifts: np.ndarray | None = None  # [V] the new cameras' principal-point x shifts (px, working size)
     smoothing: dict = field(default_factory=dict)
 
 
@@ -448,6 +449,7 @@ def stabilized_frames(
             network(k),
             clip.posed(plan.segment),
             smoothed=plan.smoothed,
+            shifts=plan.shifts,
             pad=config.canvas.pad,
             config=config.render,
             backend=config.backend,

@@ -4,7 +4,10 @@ cameras), laid out in one frame.
 
 SfM's scale is unknown, and each segment's poses are scaled to a median scene depth of 1, so
 the baseline is a share of the median scene depth, or follows from the largest disparity
-wanted at the nearest scene depth.
+wanted. The eyes are parallel (toed-in eyes would disagree vertically at the corners) and
+converge by a shift of each eye's principal point, the off-axis projection of stereo
+cinema: the median scene depth sits at the screen, nearer points in front of it and farther
+ones behind. A point at depth z then has the disparity ``f * b * (1 / z - 1 / z_screen)``.
 """
 
 from __future__ import annotations
@@ -25,16 +28,34 @@ LAYOUTS: tuple[str, ...] = get_args(StereoLayout)
 
 @dataclass
 class StereoConfig:
-    baseline: float = 0.03
-    """The distance between the eyes, as a share of the median scene depth."""
+    baseline: float | None = None
+    """The distance between the eyes, as a share of the median scene depth; unset, the widest
+    that keeps 99% of the SfM points within max_disparity."""
     max_disparity: float | None = None
-    """Instead of baseline: the disparity in pixels at the output size of the near scene
-    points (SfM points' 5% depth quantile); the baseline follows per 3D segment."""
+    """The largest disparity in pixels at the output size, either side of the screen, that
+    sets the baseline when none is given; unset, the comfort budget."""
+    convergence: Literal["median", "infinity"] = "median"
+    """The depth at the screen (zero disparity): the median scene depth, or infinity (parallel
+    eyes with no shift: everything in front of the screen)."""
+    widest: float = 0.1
+    """The derived baseline's limit, as a share of the median scene depth: a wider one shows
+    the sides of objects that no frame of a hand-held clip saw."""
     eye_path: Literal["stabilized", "original"] = "stabilized"
     """The path the pair of eyes follows."""
-    budget: float = 0.03
-    """Comfort: the disparity budget as a share of the output width; the report gives the
-    share of pixels beyond it."""
+    budget: float = 0.015
+    """Comfort: the largest disparity either side of the screen, as a share of the output
+    width (3% from nearest to farthest, the total that common 3D delivery guidelines allow);
+    the report gives the share of pixels beyond it."""
+
+
+@dataclass(frozen=True)
+class EyeSetup:
+    """One 3D segment's eyes: the baseline (scene units), each eye's principal-point shift
+    (px at the working size) and the screen's depth."""
+
+    baseline: float
+    shifts: tuple[float, float]  # left, right
+    screen: float  # scene units; inf for parallel eyes
 
 
 def eye_cameras(c2w: np.ndarray, baseline: float) -> np.ndarray:
@@ -46,19 +67,33 @@ def eye_cameras(c2w: np.ndarray, baseline: float) -> np.ndarray:
     return np.stack([moved(c2w, -half), moved(c2w, half)], 1)
 
 
-def segment_baseline(config: StereoConfig, *, near: float, focal: float, scale: float) -> float:
-    """The baseline (scene units) of a segment whose near depth is ``near`` and focal length
-    ``focal`` px at the working size, which is ``scale`` times the output size."""
-    if config.max_disparity is None:
-        return config.baseline
-    return config.max_disparity * scale * near / focal
+def _inverse_offsets(poses: ClipPoses, screen: float) -> np.ndarray:
+    """``|1 / z - 1 / screen|`` of every SfM point observation of ``poses``."""
+    depths = poses.observations[:, 3] if len(poses.observations) else np.ones(1)
+    return np.abs(1 / depths - 1 / screen)
 
 
-def beyond_budget(poses: ClipPoses, *, baseline: float, focal: float, budget: float) -> float:
-    """Comfort: the share of the SfM points' observations in ``poses`` whose disparity
-    (``focal * baseline / z``, px at the working size) exceeds ``budget`` px."""
+def eye_setup(config: StereoConfig, poses: ClipPoses, *, focal: float, scale: float, width: int) -> EyeSetup:
+    """The eyes of a segment with ``poses``, focal length ``focal`` px at the working size
+    ``width`` px wide, which is ``scale`` times the output size."""
     depths = poses.observations[:, 3]
-    return float(np.mean(focal * baseline / depths > budget)) if len(depths) else 0.0
+    screen = float(np.median(depths)) if config.convergence == "median" and len(depths) else np.inf
+    baseline = config.baseline
+    if baseline is None:
+        limit = config.budget * width if config.max_disparity is None else config.max_disparity * scale
+        spread = float(np.quantile(_inverse_offsets(poses, screen), 0.99))
+        baseline = min(config.widest, limit / (focal * spread)) if spread > 0 else config.widest
+    half = focal * baseline / (2 * screen)  # zero disparity at the screen's depth
+    return EyeSetup(baseline, (-half, half), screen)
+
+
+def beyond_budget(poses: ClipPoses, eyes: EyeSetup, *, focal: float, budget: float) -> float:
+    """Comfort: the share of the SfM points' observations in ``poses`` whose disparity
+    (``focal * baseline * |1 / z - 1 / screen|``, px at the working size) exceeds ``budget``
+    px."""
+    if not len(poses.observations):
+        return 0.0
+    return float(np.mean(focal * eyes.baseline * _inverse_offsets(poses, eyes.screen) > budget))
 
 
 def lay_out(layout: StereoLayout, views: np.ndarray) -> list[np.ndarray]:
