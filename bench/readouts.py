@@ -161,13 +161,17 @@ def table(rows: list[dict]) -> str:
         "| stereo vertical px | disparity 5-95% px | beyond budget: pixels, SfM points |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def number(value: float | None, form: str) -> str:
+        return "n/a" if value is None else format(value, form)  # no SfM points: rotation-only poses
+
     for row in rows:
         spf, depth, stereo = row["seconds_per_frame"], row["depth"], row["stereo"]
         consistency = ", ".join(
-            f"{depth[s]['consistency']:.4f} ({depth[s]['consistency_to_contrast']:.3g})"
+            f"{number(depth[s]['consistency'], '.4f')} ({number(depth[s]['consistency_to_contrast'], '.3g')})"
             for s in ("finetuned", "initial", "sparse")
         )
-        agreement = ", ".join(f"{depth[s]['sparse_agreement']:.3f}" for s in ("finetuned", "initial"))
+        agreement = ", ".join(number(depth[s]["sparse_agreement"], ".3f") for s in ("finetuned", "initial"))
         beyond = max(stereo["points_beyond_budget"].values(), default=0.0)
         low, high = stereo["disparity_5_95_px"]
         lines.append(
