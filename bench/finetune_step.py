@@ -48,7 +48,8 @@ def tuners(backends: list[str], width: int, height: int, config: FinetuneConfig)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--backends", default="torch,cpu", help="comma list; the first is the yardstick")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per backend (after one warm-up)")
     parser.add_argument("--size", default="192x108", help="working size WxH")
@@ -85,7 +86,8 @@ def main() -> None:
     print("| backend | s/step (median) | speed-up | loss after the last step |")
     print("|---|---|---|---|")
     for row in rows:
-        print(f"| {row['backend']} | {row['median_s']:.2f} | {row['speedup']:.2f}x | {row['losses'][-1]:.5f} |")
+        cells = f"{row['median_s']:.2f} | {row['speedup']:.2f}x | {row['losses'][-1]:.5f}"
+        print(f"| {row['backend']} | {cells} |")
     meta = {"cpu": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__}
     record = {"meta": meta, "size": [width, height], "batch": args.batch, "neighbours": args.neighbours}
     write_atomic(args.out, json.dumps(record | {"rows": rows}, indent=1))

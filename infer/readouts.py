@@ -54,6 +54,7 @@ from infer.stereo import (
     layout_size,
     tagged,
 )
+from model.render import resolve_backend
 
 
 @dataclass
@@ -225,6 +226,7 @@ def run_depth(
     size = (encoding.width, encoding.height)
     check_depth_output(output, size, info, work_dir)
     device, timer = pick_device(config.device), StageTimer()
+    resolve_backend(config.backend, device)  # builds the renderer's kernels now, not mid-stage
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
     built = reconstruct(video, config, timer=timer, warn=print_warning, cached_only=cached_only, **where)
     with atomic_path(output, folder=True) as folder:  # the folder appears whole or not at all

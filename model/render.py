@@ -58,6 +58,8 @@ def resolve_backend(backend: Backend, device: torch.device, dtype: torch.dtype =
         return "cpu" if fast else "torch"
     if backend == "gsplat" and device.type != "cuda":
         raise ValueError("render backend 'gsplat' needs CUDA tensors; use backend='torch' on the CPU")
+    if backend == "gsplat" and not gsplat_available():
+        raise ValueError("render backend 'gsplat' is not usable here (see the warning); use backend='auto'")
     if backend == "cpu" and (device.type != "cpu" or dtype != torch.float32):
         raise ValueError(f"render backend 'cpu' takes float32 CPU tensors, not {dtype} on {device.type}")
     return backend
