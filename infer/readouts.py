@@ -181,6 +181,12 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
             poses = plan.segment.poses
             focal = float(poses.per_frame_K()[0, 0, 0])
             setup = eye_setup(config.stereo, poses, focal=focal, scale=scale, width=width)
+            if not len(poses.observations) and config.stereo.baseline is None:
+                print_warning(
+                    f"frames {plan.segment.start}-{plan.segment.end - 1} were posed by rotation alone: "
+                    f"with no SfM points the scene's depth is unknown, so the eyes are parallel and "
+                    f"{setup.baseline:g} apart (stereo.widest); set stereo.baseline to choose"
+                )
             centre = plan.smoothed if config.stereo.eye_path == "stabilized" else poses.c2w
             eyes[plan.segment.start], shifts[plan.segment.start] = setup, setup.shifts[1] / scale
             budget = config.stereo.budget * width  # px at the working size
