@@ -185,7 +185,8 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
                 print_warning(
                     f"frames {plan.segment.start}-{plan.segment.end - 1} were posed by rotation alone: "
                     f"with no SfM points the scene's depth is unknown, so the eyes are parallel and "
-                    f"{setup.baseline:.3g} apart, the budget's disparity at depth 1; set stereo.baseline to choose"
+                    f"{setup.baseline:.3g} apart, the budget's disparity at depth 1; "
+                    "set stereo.baseline to choose"
                 )
             centre = plan.smoothed if config.stereo.eye_path == "stabilized" else poses.c2w
             eyes[plan.segment.start], shifts[plan.segment.start] = setup, setup.shifts[1] / scale
