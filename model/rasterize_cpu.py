@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 import time
 import warnings
 from functools import cache
@@ -43,7 +44,16 @@ def _build(verbose: bool) -> ModuleType:
     from torch.utils.cpp_extension import load
 
     started = time.perf_counter()
-    print("gavs: loading the fast CPU renderer (the first run compiles it: about a minute)", file=sys.stderr)
+    # Loading a built extension takes a fraction of a second and says nothing; a compile
+    # takes about a minute, and says so once it is clearly one.
+    said = threading.Event()
+
+    def say() -> None:
+        print("gavs: compiling the fast CPU renderer (once, about a minute)", file=sys.stderr, flush=True)
+        said.set()
+
+    notice = threading.Timer(2.0, say)
+    notice.start()
     try:
         module = load(
             name="gavs_composite_cpu",
@@ -54,7 +64,10 @@ def _build(verbose: bool) -> ModuleType:
         )
     except (OSError, RuntimeError, ImportError) as error:  # no compiler, no ninja, a build error
         raise CpuKernelError(f"the fast CPU renderer did not build ({SOURCE.name}): {error}") from error
-    print(f"gavs: fast CPU renderer ready ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    finally:
+        notice.cancel()
+    if said.is_set():
+        print(f"gavs: fast CPU renderer compiled ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return module
 
 

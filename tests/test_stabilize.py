@@ -171,7 +171,6 @@ def test_rerun_with_another_strength_skips_poses_and_finetuning(shaky, stabilize
     )
     report = json.loads((folder / "strong.report.json").read_text())
     assert report["cached"] == {"poses": True, "finetune": True}
-    assert report["timings_s"]["finetune"] < 0.2 * first["timings_s"]["finetune"]
     assert report["timings_s"]["poses"] < 0.5 * first["timings_s"]["poses"]
     assert report["segments"][0]["finetune_curve"] == first["segments"][0]["finetune_curve"]
     assert not np.array_equal(read_video(folder / "strong.mp4").frames, read_video(folder / "out.mp4").frames)
