@@ -19,10 +19,12 @@ import torch
 
 from common.atomic import write_atomic
 from model.random_scene import random_scene
+from model.rasterize_cpu import cpu_kernels_available
 from model.rasterize_gsplat import gsplat_available
 from model.render import render
 
 SIZES = {
+    "working": (192, 108, 40_000),  # finetuning's renders at the default working size
     "small": (128, 128, 16_000),
     "medium": (512, 512, 260_000),
     "1080p": (1920, 1080, 2_000_000),
@@ -88,7 +90,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown size(s) {unknown}; choose from {list(SIZES)}")
     if args.backends == "auto":
-        cells = [("torch", "cpu")]
+        cells = [("torch", "cpu")] + ([("cpu", "cpu")] if cpu_kernels_available() else [])
         if torch.cuda.is_available():
             cells.append(("torch", "cuda"))
             if gsplat_available():

@@ -112,12 +112,16 @@ class FlowCache:
     """DIS flow and its forward-backward occlusion mask between frame pairs, computed on demand."""
 
     def __init__(self, frames: np.ndarray) -> None:
-        self.gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self.flow = lru_cache(maxsize=512)(self._flow)
+        gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
-    def _flow(self, a: int, b: int) -> np.ndarray:
-        return self.dis.calc(self.gray[a], self.gray[b], None)
+        # A closure, not a cached bound method: that would make the cache refer back to this
+        # object, and the cycle would keep a segment's frames and flows (up to 512 of them)
+        # alive until Python's cycle collector ran, one more set per segment of a long clip.
+        def flow(a: int, b: int) -> np.ndarray:
+            return dis.calc(gray[a], gray[b], None)
+
+        self.flow = lru_cache(maxsize=512)(flow)
 
     def pair(self, a: int, b: int) -> tuple[Tensor, Tensor]:
         """Flow a -> b ``[H, W, 2]`` and ``[H, W]`` True where it is trustworthy (consistent, inside)."""

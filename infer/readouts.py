@@ -54,6 +54,7 @@ from infer.stereo import (
     layout_size,
     tagged,
 )
+from model.render import resolve_backend
 
 
 @dataclass
@@ -180,6 +181,13 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
             poses = plan.segment.poses
             focal = float(poses.per_frame_K()[0, 0, 0])
             setup = eye_setup(config.stereo, poses, focal=focal, scale=scale, width=width)
+            if not len(poses.observations) and config.stereo.baseline is None:
+                print_warning(
+                    f"frames {plan.segment.start}-{plan.segment.end - 1} were posed by rotation alone: "
+                    f"with no SfM points the scene's depth is unknown, so the eyes are parallel and "
+                    f"{setup.baseline:.3g} apart, the budget's disparity at depth 1; "
+                    "set stereo.baseline to choose"
+                )
             centre = plan.smoothed if config.stereo.eye_path == "stabilized" else poses.c2w
             eyes[plan.segment.start], shifts[plan.segment.start] = setup, setup.shifts[1] / scale
             budget = config.stereo.budget * width  # px at the working size
@@ -225,6 +233,7 @@ def run_depth(
     size = (encoding.width, encoding.height)
     check_depth_output(output, size, info, work_dir)
     device, timer = pick_device(config.device), StageTimer()
+    resolve_backend(config.backend, device)  # builds the renderer's kernels now, not mid-stage
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
     built = reconstruct(video, config, timer=timer, warn=print_warning, cached_only=cached_only, **where)
     with atomic_path(output, folder=True) as folder:  # the folder appears whole or not at all

@@ -51,7 +51,7 @@ from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_pa
 from model.cameras import relative_pose
 from model.network import GaussianPredictor, NetworkConfig
 from model.release import load_predictor, resolve, save_predictor, sha256
-from model.render import Backend
+from model.render import Backend, resolve_backend
 
 # Disk-space estimate before any work: the output at about 1 bit per pixel (x264 crf 18, grain
 # tune, is near 0.5), the work folder at the working-size frames twice (frames and poses)
@@ -650,6 +650,7 @@ def run_readout(
     for message in warnings:
         warn(message)
     device, timer = pick_device(config.device), StageTimer()
+    renderer = resolve_backend(config.backend, device)  # builds its kernels now, not mid-stage
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
     built = reconstruct(
         video, config, timer=timer, warn=warn, cached_only=cached_only, check=readout.check, **where
@@ -686,7 +687,7 @@ def run_readout(
         metrics,
         timer,
     )
-    report = build_report(video, output, config, device, result)
+    report = build_report(video, output, config, device, result) | {"renderer": renderer}
     if readout.details is not None:
         cameras = {p.segment.start: p.smoothed.tolist() for p in plans if p.smoothed is not None}
         report["outputs"] = [str(path) for path in outputs]

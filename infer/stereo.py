@@ -30,7 +30,8 @@ LAYOUTS: tuple[str, ...] = get_args(StereoLayout)
 class StereoConfig:
     baseline: float | None = None
     """The distance between the eyes, as a share of the median scene depth; unset, the widest
-    that keeps 99% of the SfM points within max_disparity."""
+    that keeps 99% of the SfM points within max_disparity (with no points, as for poses by
+    rotation alone: that disparity at depth 1, with parallel eyes)."""
     max_disparity: float | None = None
     """The largest disparity in pixels at the output size, either side of the screen, that
     sets the baseline when none is given; unset, the comfort budget."""

@@ -6,6 +6,11 @@ All views of a call go to gsplat in one batched call.
 
 from __future__ import annotations
 
+import sys
+import time
+import warnings
+from functools import cache
+
 import torch
 from torch import Tensor
 
@@ -14,14 +19,35 @@ from model.rasterize_torch import EPS2D
 TILE_SIZE = 16  # gsplat's CUDA kernels are tuned for 16x16 tiles
 
 
+@cache
 def gsplat_available() -> bool:
-    """True when CUDA is usable and gsplat imports."""
+    """True when CUDA is usable, gsplat imports and its CUDA kernels load.
+
+    gsplat compiles its kernels on first use (minutes; cached by torch for later runs). This
+    call is where that happens, and it says so; when the build fails (no nvcc, a compile
+    error), it warns once and returns False, so ``auto`` renders with the PyTorch reference.
+    """
     if not torch.cuda.is_available():
         return False
     try:
         import gsplat  # noqa: F401
     except ImportError:
         return False
+    started = time.perf_counter()
+    print("gavs: loading gsplat's CUDA kernels (the first run compiles them: minutes)", file=sys.stderr)
+    try:
+        from gsplat.cuda._backend import _C  # the import builds or loads the kernels
+    except Exception as error:  # gsplat reports a failed build in several ways
+        _C, reason = None, f": {error}"
+    else:
+        reason = " (gsplat printed why above)"
+    if _C is None:
+        warnings.warn(
+            f"gsplat's CUDA kernels did not build{reason}; rendering with the PyTorch reference instead",
+            stacklevel=2,
+        )
+        return False
+    print(f"gavs: gsplat's CUDA kernels ready ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return True
 
 

@@ -5,24 +5,29 @@ alpha and any extra per-Gaussian features composited the same way as colour.
 
 Backends:
     ``gsplat``: CUDA, the production path (one gsplat call per ``render`` call).
-    ``torch``: pure PyTorch, the CPU reference; see ``model.rasterize_torch``.
-    ``auto``: gsplat when the tensors are on CUDA and gsplat imports, otherwise torch.
+    ``cpu``: the fast CPU path, float32: the reference's projection with C++ compositing;
+        see ``model.rasterize_cpu``.
+    ``torch``: pure PyTorch, any device and dtype, the reference; see ``model.rasterize_torch``.
+    ``auto``: gsplat when the tensors are on CUDA and gsplat imports; on the CPU, ``cpu`` for
+        float32 when its kernels build; otherwise torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from model.gaussians import Gaussians
+from model.rasterize_cpu import cpu_kernels_available, rasterize_cpu
 from model.rasterize_gsplat import gsplat_available, rasterize_gsplat
 from model.rasterize_torch import rasterize_torch
 
-Backend = Literal["auto", "torch", "gsplat"]
-BACKENDS = ("auto", "torch", "gsplat")
+Backend = Literal["auto", "torch", "cpu", "gsplat"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+RASTERIZERS = {"torch": rasterize_torch, "cpu": rasterize_cpu, "gsplat": rasterize_gsplat}
 
 
 @dataclass
@@ -42,14 +47,21 @@ class RenderOutput:
     features: Tensor | None
 
 
-def resolve_backend(backend: Backend, device: torch.device) -> str:
+def resolve_backend(backend: Backend, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     """The concrete backend for ``backend`` on ``device``, with a clear error when impossible."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+        if device.type == "cuda":
+            return "gsplat" if gsplat_available() else "torch"
+        fast = device.type == "cpu" and dtype == torch.float32 and cpu_kernels_available()
+        return "cpu" if fast else "torch"
     if backend == "gsplat" and device.type != "cuda":
         raise ValueError("render backend 'gsplat' needs CUDA tensors; use backend='torch' on the CPU")
+    if backend == "gsplat" and not gsplat_available():
+        raise ValueError("render backend 'gsplat' is not usable here (see the warning); use backend='auto'")
+    if backend == "cpu" and (device.type != "cpu" or dtype != torch.float32):
+        raise ValueError(f"render backend 'cpu' takes float32 CPU tensors, not {dtype} on {device.type}")
     return backend
 
 
@@ -78,7 +90,7 @@ def render(
         )
     if Ks.shape != (*viewmats.shape[:-2], 3, 3):
         raise ValueError(f"Ks must have shape {(*viewmats.shape[:-2], 3, 3)}, got {tuple(Ks.shape)}")
-    name = resolve_backend(backend, gaussians.means.device)
+    name = resolve_backend(backend, gaussians.means.device, gaussians.means.dtype)
 
     n_cams = viewmats.shape[-3]
     n = gaussians.count
@@ -91,8 +103,7 @@ def render(
 
     parts = [gaussians.colors] + ([gaussians.features] if gaussians.features is not None else [])
     features = torch.cat(parts, dim=-1)
-    rasterize = rasterize_gsplat if name == "gsplat" else rasterize_torch
-    image, depth, alpha = rasterize(
+    image, depth, alpha = RASTERIZERS[name](
         per_view(gaussians.means),
         per_view(gaussians.quats),
         per_view(gaussians.scales),

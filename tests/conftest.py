@@ -5,6 +5,14 @@ import torch
 from helpers import FAST, TINY, shards_arg
 
 
+def pytest_sessionstart(session):
+    """Build the fast CPU renderer's C++ before any test (about a minute on a fresh machine),
+    so the commands the tests run load it at once and print nothing about it."""
+    from model.rasterize_cpu import cpu_kernels_available
+
+    cpu_kernels_available()
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -19,8 +19,9 @@ from model.cameras import (
 )
 from model.gaussians import Gaussians
 from model.random_scene import random_scene
+from model.rasterize_cpu import cpu_kernels_available
 from model.rasterize_torch import ALPHA_MAX, EPS2D, rasterize_torch
-from model.render import render
+from model.render import render, resolve_backend
 
 F64 = torch.float64
 
@@ -298,12 +299,17 @@ def test_backend_errors_are_clear():
         render(g, viewmat[0], K, 32, 32, backend="torch")
 
 
-def test_auto_backend_on_cpu_is_torch():
+def test_auto_backend_on_cpu_is_the_reference_in_float64_and_the_fast_path_in_float32():
+    assert resolve_backend("auto", torch.device("cpu"), F64) == "torch"
+    expected = "cpu" if cpu_kernels_available() else "torch"
+    assert resolve_backend("auto", torch.device("cpu"), torch.float32) == expected
     viewmat, K = identity_camera()
     g, _ = _stack_on_pixel(2, 0.5)
     auto = render(g, viewmat, K, 32, 32)
     ref = render(g, viewmat, K, 32, 32, backend="torch")
     assert torch.equal(auto.color, ref.color)
+    with pytest.raises(ValueError, match="float32 CPU"):
+        render(g, viewmat, K, 32, 32, backend="cpu")
 
 
 def test_image_does_not_depend_on_the_tile_size(monkeypatch):

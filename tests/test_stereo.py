@@ -49,7 +49,7 @@ def test_eyes_see_a_point_with_the_disparity_f_b_over_z_and_none_vertically():
 
 
 def poses_with_depths(depths: list[float]) -> ClipPoses:
-    observations = np.array([[0, 10, 10, z] for z in depths], float)
+    observations = np.array([[0, 10, 10, z] for z in depths], float).reshape(-1, 4)
     return ClipPoses(64, 48, np.eye(3), np.eye(4)[None], np.arange(1), "test", observations=observations)
 
 
@@ -83,6 +83,10 @@ def test_the_baseline_from_a_disparity_and_the_points_beyond_the_budget():
     budgeted = eye_setup(StereoConfig(), poses, focal=100.0, scale=0.5, width=128)
     assert budgeted.baseline == pytest.approx(0.015 * 128 / (100 * 0.99))
     assert eye_setup(StereoConfig(widest=0.01), poses, focal=100.0, scale=0.5, width=128).baseline == 0.01
+    # posed by rotation alone (no points): parallel eyes, the budget's disparity at depth 1
+    unscaled = eye_setup(StereoConfig(), poses_with_depths([]), focal=100.0, scale=0.5, width=128)
+    assert unscaled.baseline == pytest.approx(0.015 * 128 / 100)
+    assert unscaled.screen == np.inf and unscaled.shifts == (0.0, 0.0)
     # with b 0.04 the disparities are 100 * 0.04 * |1/z - 1| = 4, 0, 0, 2 and 3 px against 2.5 px
     eyes = eye_setup(StereoConfig(baseline=0.04), poses, focal=100.0, scale=1.0, width=128)
     assert beyond_budget(poses, eyes, focal=100.0, budget=2.5) == pytest.approx(0.4)

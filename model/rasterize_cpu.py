@@ -1,0 +1,155 @@
+"""Fast CPU backend: the reference's projection and tile lists, with compositing in C++.
+
+``model.rasterize_torch`` stays the oracle. This backend shares its projection (PyTorch,
+differentiable) and replaces what follows by ``csrc/composite_cpu.cpp``: building the sorted
+tile lists, and the compositing, the step that touches every pixel-Gaussian pair, as one
+OpenMP task per tile, forward and backward, with the same constants
+(``tests/test_render_cpu.py`` checks the lists, values and gradients against the reference).
+
+The C++ is compiled with ``torch.utils.cpp_extension`` the first time it is needed (the
+build is cached in ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), so an
+install needs nothing beyond a C++ compiler. ``cpu_kernels()`` builds it at a known point
+and says so; without a compiler the ``auto`` backend falls back to the reference with one
+warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+import warnings
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from model.rasterize_torch import TILE_SIZE, project_ewa
+
+SOURCE = Path(__file__).parent / "csrc" / "composite_cpu.cpp"
+
+
+class CpuKernelError(RuntimeError):
+    """The C++ compositing kernel could not be built."""
+
+
+@cache
+def _build(verbose: bool) -> ModuleType:
+    # torch logs a warning about CUDA on import here that does not concern a CPU build
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils.cpp_extension import load
+
+    started = time.perf_counter()
+    # Loading a built extension takes a fraction of a second and says nothing; a compile
+    # takes about a minute, and says so once it is clearly one.
+    said = threading.Event()
+
+    def say() -> None:
+        print("gavs: compiling the fast CPU renderer (once, about a minute)", file=sys.stderr, flush=True)
+        said.set()
+
+    notice = threading.Timer(2.0, say)
+    notice.start()
+    try:
+        module = load(
+            name="gavs_composite_cpu",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=verbose,
+        )
+    except (OSError, RuntimeError, ImportError) as error:  # no compiler, no ninja, a build error
+        raise CpuKernelError(f"the fast CPU renderer did not build ({SOURCE.name}): {error}") from error
+    finally:
+        notice.cancel()
+    if said.is_set():
+        print(f"gavs: fast CPU renderer compiled ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    return module
+
+
+def cpu_kernels(verbose: bool = False) -> ModuleType:
+    """The compiled compositing kernels, built on first use; raises ``CpuKernelError``."""
+    return _build(verbose)
+
+
+@cache
+def cpu_kernels_available() -> bool:
+    """True when the kernels build; otherwise warns once, naming why, and returns False."""
+    try:
+        cpu_kernels()
+    except CpuKernelError as error:
+        warnings.warn(f"{error}; rendering with the (slower) PyTorch reference instead", stacklevel=2)
+        return False
+    return True
+
+
+class _Composite(torch.autograd.Function):
+    """Compositing of sorted tile lists: ``(features [V*H*W, F], alpha [V*H*W])``."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, features, starts, gauss, grid):
+        inputs = (means2d, conics, opacities, features, starts, gauss)
+        image, alpha, final_t, used = cpu_kernels().forward(*inputs, *grid)
+        ctx.save_for_backward(means2d, conics, opacities, features, starts, gauss, final_t, used)
+        ctx.grid = grid
+        return image, alpha
+
+    @staticmethod
+    def backward(ctx, grad_image, grad_alpha):
+        saved = ctx.saved_tensors
+        grads = cpu_kernels().backward(grad_image.contiguous(), grad_alpha.contiguous(), *saved, *ctx.grid)
+        return (*grads, None, None, None)
+
+
+def rasterize_cpu(
+    means: Tensor,  # [V, N, 3]
+    quats: Tensor,  # [V, N, 4]
+    scales: Tensor,  # [V, N, 3]
+    opacities: Tensor,  # [V, N]
+    features: Tensor,  # [V, N, F]
+    viewmats: Tensor,  # [V, 4, 4]
+    Ks: Tensor,  # [V, 3, 3]
+    width: int,
+    height: int,
+    near: float,
+    far: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Same contract as ``rasterize_torch``: features ``[V, H, W, F]``, depth and alpha
+    ``[V, H, W]``, float32 on the CPU."""
+    means2d, conics, depths, radii, visible = project_ewa(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near, far
+    )
+    V, N, F = features.shape
+    tiles_x, tiles_y = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
+    with torch.no_grad():
+        lists = (
+            means2d.detach().float(),
+            depths.detach().float(),
+            radii,
+            visible,
+            tiles_x,
+            tiles_y,
+            TILE_SIZE,
+        )
+        starts, gauss = cpu_kernels().tile_lists(*lists)
+    with_depth = torch.cat([features, depths[..., None]], dim=-1)
+
+    def flat(t: Tensor, *shape: int) -> Tensor:
+        return t.reshape(V * N, *shape).float().contiguous()
+
+    image, alpha = _Composite.apply(
+        flat(means2d, 2),
+        flat(conics, 3),
+        flat(opacities),
+        flat(with_depth, F + 1),
+        starts,
+        gauss,
+        (V, tiles_x, tiles_y, width, height, TILE_SIZE),
+    )
+    image, alpha = image.reshape(V, height, width, F + 1), alpha.reshape(V, height, width)
+    depth = image[..., -1] / alpha.clamp(min=1e-10)
+    return image[..., :-1], depth, alpha
