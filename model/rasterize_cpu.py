@@ -1,4 +1,4 @@
-"""Fast CPU backend: the reference's projection and tile lists, with compositing in C++.
+"""Fast CPU backend: the reference's projection, with the tile lists and compositing in C++.
 
 ``model.rasterize_torch`` stays the oracle. This backend shares its projection (PyTorch,
 differentiable) and replaces what follows by ``csrc/composite_cpu.cpp``: building the sorted
@@ -8,9 +8,9 @@ OpenMP task per tile, forward and backward, with the same constants
 
 The C++ is compiled with ``torch.utils.cpp_extension`` the first time it is needed (the
 build is cached in ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), so an
-install needs nothing beyond a C++ compiler. ``cpu_kernels()`` builds it at a known point
-and says so; without a compiler the ``auto`` backend falls back to the reference with one
-warning.
+install needs nothing beyond a C++ compiler. ``cpu_kernels()`` builds or loads it at a
+known point, saying so when it compiles; without a compiler the ``auto`` backend falls back
+to the reference with one warning.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ class CpuKernelError(RuntimeError):
 
 
 @cache
-def _build(verbose: bool) -> ModuleType:
+def cpu_kernels(verbose: bool = False) -> ModuleType:
+    """The compiled kernels, built on first use (loaded from the cache later); raises
+    ``CpuKernelError``."""
     # torch logs a warning about CUDA on import here that does not concern a CPU build
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils.cpp_extension import load
@@ -69,11 +71,6 @@ def _build(verbose: bool) -> ModuleType:
     if said.is_set():
         print(f"gavs: fast CPU renderer compiled ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return module
-
-
-def cpu_kernels(verbose: bool = False) -> ModuleType:
-    """The compiled compositing kernels, built on first use; raises ``CpuKernelError``."""
-    return _build(verbose)
 
 
 @cache
