@@ -150,7 +150,7 @@ def bench_clip(clip: Path, folder: Path, args: list[str], sheets: Path | None = 
             for name, entry in sources.items()
         },
         "stereo": eye_disparity(folder / "sbs.mp4", reports["stereo"]["readout"]["settings"]["budget"])
-        | {key: reports["stereo"]["readout"][key] for key in ("points_beyond_budget", "baseline")},
+        | {key: reports["stereo"]["readout"][key] for key in ("beyond_budget", "depths_from", "baseline")},
     }
 
 
@@ -158,7 +158,7 @@ def table(rows: list[dict]) -> str:
     lines = [
         "| clip | frames | s/frame: stabilize render, depth, stereo, path "
         "| depth consistency (over contrast): finetuned, before, sparse | SfM agreement: finetuned, before "
-        "| stereo vertical px | disparity 5-95% px | beyond budget: pixels, SfM points |",
+        "| stereo vertical px | disparity 5-95% px | beyond budget: pixels, scene depths (from) |",
         "|---|---|---|---|---|---|---|---|",
     ]
 
@@ -172,13 +172,14 @@ def table(rows: list[dict]) -> str:
             for s in ("finetuned", "initial", "sparse")
         )
         agreement = ", ".join(number(depth[s]["sparse_agreement"], ".3f") for s in ("finetuned", "initial"))
-        beyond = max(stereo["points_beyond_budget"].values(), default=0.0)
+        beyond = max(stereo["beyond_budget"].values(), default=0.0)
+        sources = "/".join(sorted(set(stereo["depths_from"].values())))
         low, high = stereo["disparity_5_95_px"]
         lines.append(
             f"| {row['clip']} | {row['frames']} | {spf['stabilize']:.2f}, {spf['depth']:.2f}, "
             f"{spf['stereo']:.2f}, {spf['path']:.2f} | {consistency} | {agreement} | "
             f"{stereo['vertical_px']:.3f} | {low:.1f} to {high:.1f} | "
-            f"{stereo['pixels_beyond_budget']:.3f}, {beyond:.3f} |"
+            f"{stereo['pixels_beyond_budget']:.3f}, {beyond:.3f} ({sources}) |"
         )
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from data_prep.video import probe
 from infer.camera_paths import PRESETS, PathConfig, PathFileError, preset_path, read_path_file
 from infer.depth import DepthConfig, check_depth_output, write_depths
 from infer.posing import DecodedClip, WorkFolderError
+from infer.rerender import source_depths
 from infer.stabilize import (
     Readout,
     Reconstruction,
@@ -163,35 +164,58 @@ def path_readout(path: str, config: ReadoutConfig) -> Readout:
     )
 
 
+def scene_depths(
+    built: Reconstruction, k: int, config: ReadoutConfig, frames: int = 8
+) -> tuple[np.ndarray, str]:
+    """``[N]`` depths that size 3D segment ``k``'s eyes, and their source: its SfM points'
+    observations, or where it has none (posed by rotation alone, so with no scale) the
+    finetuned reconstruction's own rendered depth on ``frames`` evenly spaced frames, in the
+    units the eyes are rendered in."""
+    segment = built.plans[k].segment
+    poses = segment.poses
+    if len(poses.observations):
+        return poses.observations[:, 3], "sfm"
+    picked = np.unique(np.linspace(0, len(poses.c2w) - 1, frames).round().astype(int))
+    K = poses.K if poses.K.ndim == 2 else poses.K[picked]
+    sampled = replace(poses, K=K, c2w=poses.c2w[picked], frame_ids=poses.frame_ids[picked])
+    net = built.network(k)
+    render = {"pad": config.canvas.pad, "config": config.render, "backend": config.backend}
+    posed = replace(built.clip.posed(segment), poses=sampled)
+    depths = source_depths(net, posed, device=next(net.parameters()).device, progress=False, **render)
+    return torch.cat([d[d > 0] for d in depths]).cpu().double().numpy(), "rendered"
+
+
 def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
     """Left and right eyes along the stabilized (or original) path, laid out as ``layout``."""
     if layout not in LAYOUTS:
         raise ConfigError(f"no stereo layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
     eyes: dict[int, EyeSetup] = {}
-    comfort: dict[int, float] = {}
+    comfort: dict[int, float] = {}  # the share of the scene's depths beyond the budget
+    sources: dict[int, str] = {}  # where those depths came from
     shifts: dict[int, float] = {}  # the right eye's principal-point shift, px at the output size
 
     def plans(built: Reconstruction) -> list[SegmentPlan]:
         out, width = [], built.clip.frames.shape[2]
         scale = width / built.clip.info.size[0]
-        for plan in built.plans:
+        for k, plan in enumerate(built.plans):
             if plan.smoothed is None:
                 out.append(plan)
                 continue
-            poses = plan.segment.poses
+            poses, start = plan.segment.poses, plan.segment.start
             focal = float(poses.per_frame_K()[0, 0, 0])
-            setup = eye_setup(config.stereo, poses, focal=focal, scale=scale, width=width)
-            if not len(poses.observations) and config.stereo.baseline is None:
+            depths, sources[start] = scene_depths(built, k, config)
+            setup = eye_setup(config.stereo, depths, focal=focal, scale=scale, width=width)
+            if sources[start] == "rendered" and config.stereo.baseline is None:
                 print_warning(
-                    f"frames {plan.segment.start}-{plan.segment.end - 1} were posed by rotation alone: "
-                    f"with no SfM points the scene's depth is unknown, so the eyes are parallel and "
-                    f"{setup.baseline:.3g} apart, the budget's disparity at depth 1; "
+                    f"frames {start}-{plan.segment.end - 1} were posed by rotation alone: with no SfM "
+                    f"points, the eyes ({setup.baseline:.3g} apart, the screen at depth "
+                    f"{setup.screen:.3g}) follow the reconstruction's own depth on a few frames; "
                     "set stereo.baseline to choose"
                 )
             centre = plan.smoothed if config.stereo.eye_path == "stabilized" else poses.c2w
-            eyes[plan.segment.start], shifts[plan.segment.start] = setup, setup.shifts[1] / scale
+            eyes[start], shifts[start] = setup, setup.shifts[1] / scale
             budget = config.stereo.budget * width  # px at the working size
-            comfort[plan.segment.start] = beyond_budget(poses, setup, focal=focal, budget=budget)
+            comfort[start] = beyond_budget(depths, setup, focal=focal, budget=budget)
             eyes_c2w = eye_cameras(centre, setup.baseline)
             out.append(replace(plan, smoothed=eyes_c2w, shifts=np.array(setup.shifts)))
         return out
@@ -209,7 +233,8 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
             "baseline": {start: e.baseline for start, e in eyes.items()},
             "screen_depth": {start: e.screen if np.isfinite(e.screen) else None for start, e in eyes.items()},
             "convergence_shift": shifts,
-            "points_beyond_budget": comfort,
+            "beyond_budget": comfort,
+            "depths_from": sources,
         },
     )
 

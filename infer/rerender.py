@@ -311,7 +311,7 @@ def source_depths(
     the frame's own view only."""
     own = replace(config, canvas_offsets=(), fusion_offsets=())
     scene = _Scene(net, clip, pad, own, device, progress=False)
-    count, (h, w) = len(clip.frames), clip.frames.shape[1:3]
+    count, (h, w) = len(scene.images), clip.frames.shape[1:3]
     steps = range(0, count, config.batch)
     for start in tqdm(steps, desc="depth", disable=not progress, dynamic_ncols=True):
         batch = list(range(start, min(start + config.batch, count)))

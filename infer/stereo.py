@@ -18,7 +18,6 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from data_prep.schema import ClipPoses
 from data_prep.video import Encoding
 from infer.camera_paths import moved
 
@@ -31,7 +30,7 @@ class StereoConfig:
     baseline: float | None = None
     """The distance between the eyes, as a share of the median scene depth; unset, the widest
     that keeps 99% of the SfM points within max_disparity (with no points, as for poses by
-    rotation alone: that disparity at depth 1, with parallel eyes)."""
+    rotation alone: 99% of the rendered depth's pixels on a few frames)."""
     max_disparity: float | None = None
     """The largest disparity in pixels at the output size, either side of the screen, that
     sets the baseline when none is given; unset, the comfort budget."""
@@ -68,33 +67,33 @@ def eye_cameras(c2w: np.ndarray, baseline: float) -> np.ndarray:
     return np.stack([moved(c2w, -half), moved(c2w, half)], 1)
 
 
-def _inverse_offsets(poses: ClipPoses, screen: float) -> np.ndarray:
-    """``|1 / z - 1 / screen|`` of every SfM point observation of ``poses``."""
-    depths = poses.observations[:, 3] if len(poses.observations) else np.ones(1)
-    return np.abs(1 / depths - 1 / screen)
+def _inverse_offsets(depths: np.ndarray, screen: float) -> np.ndarray:
+    """``|1 / z - 1 / screen|`` of each of ``depths [N]`` (one at depth 1 when there are none)."""
+    return np.abs(1 / (depths if len(depths) else np.ones(1)) - 1 / screen)
 
 
-def eye_setup(config: StereoConfig, poses: ClipPoses, *, focal: float, scale: float, width: int) -> EyeSetup:
-    """The eyes of a segment with ``poses``, focal length ``focal`` px at the working size
-    ``width`` px wide, which is ``scale`` times the output size."""
-    depths = poses.observations[:, 3]
+def eye_setup(
+    config: StereoConfig, depths: np.ndarray, *, focal: float, scale: float, width: int
+) -> EyeSetup:
+    """The eyes of a segment whose scene lies at ``depths [N]`` (its SfM points'
+    observations, or its rendered depth where it has none), with focal length ``focal`` px at
+    the working size ``width`` px wide, which is ``scale`` times the output size."""
     screen = float(np.median(depths)) if config.convergence == "median" and len(depths) else np.inf
     baseline = config.baseline
     if baseline is None:
         limit = config.budget * width if config.max_disparity is None else config.max_disparity * scale
-        spread = float(np.quantile(_inverse_offsets(poses, screen), 0.99))
+        spread = float(np.quantile(_inverse_offsets(depths, screen), 0.99))
         baseline = min(config.widest, limit / (focal * spread)) if spread > 0 else config.widest
     half = focal * baseline / (2 * screen)  # zero disparity at the screen's depth
     return EyeSetup(baseline, (-half, half), screen)
 
 
-def beyond_budget(poses: ClipPoses, eyes: EyeSetup, *, focal: float, budget: float) -> float:
-    """Comfort: the share of the SfM points' observations in ``poses`` whose disparity
-    (``focal * baseline * |1 / z - 1 / screen|``, px at the working size) exceeds ``budget``
-    px."""
-    if not len(poses.observations):
+def beyond_budget(depths: np.ndarray, eyes: EyeSetup, *, focal: float, budget: float) -> float:
+    """Comfort: the share of ``depths [N]`` whose disparity (``focal * baseline * |1 / z - 1 /
+    screen|``, px at the working size) exceeds ``budget`` px."""
+    if not len(depths):
         return 0.0
-    return float(np.mean(focal * eyes.baseline * _inverse_offsets(poses, eyes.screen) > budget))
+    return float(np.mean(focal * eyes.baseline * _inverse_offsets(depths, eyes.screen) > budget))
 
 
 def lay_out(layout: StereoLayout, views: np.ndarray) -> list[np.ndarray]:

@@ -7,7 +7,6 @@ import pytest
 from helpers import stereo_tags
 from scipy.spatial.transform import Rotation
 
-from data_prep.schema import ClipPoses
 from data_prep.video import VideoWriter, simple_encoding
 from infer.stereo import (
     COMMENTS,
@@ -48,14 +47,9 @@ def test_eyes_see_a_point_with_the_disparity_f_b_over_z_and_none_vertically():
     np.testing.assert_allclose(eyes.mean(1), centre, atol=1e-12)  # centred on the path
 
 
-def poses_with_depths(depths: list[float]) -> ClipPoses:
-    observations = np.array([[0, 10, 10, z] for z in depths], float).reshape(-1, 4)
-    return ClipPoses(64, 48, np.eye(3), np.eye(4)[None], np.arange(1), "test", observations=observations)
-
-
 def test_converged_eyes_put_the_median_depth_at_the_screen():
-    poses = poses_with_depths([0.5, 1.0, 1.0, 2.0, 4.0])  # median 1
-    eyes = eye_setup(StereoConfig(baseline=0.06), poses, focal=200.0, scale=1.0, width=256)
+    depths = np.array([0.5, 1.0, 1.0, 2.0, 4.0])  # median 1
+    eyes = eye_setup(StereoConfig(baseline=0.06), depths, focal=200.0, scale=1.0, width=256)
     assert eyes.screen == 1.0 and eyes.baseline == 0.06
     K = np.array([[200.0, 0, 128], [0, 200.0, 72], [0, 0, 1]])
     cameras = eye_cameras(np.eye(4)[None], eyes.baseline)[0]
@@ -69,27 +63,27 @@ def test_converged_eyes_put_the_median_depth_at_the_screen():
         assert left[0] - right[0] == pytest.approx(200.0 * 0.06 * (1 / depth - 1 / 1.0), abs=1e-9)
         assert left[1] == pytest.approx(right[1], abs=1e-9)
     parallel_config = StereoConfig(baseline=0.06, convergence="infinity")
-    parallel = eye_setup(parallel_config, poses, focal=200.0, scale=1.0, width=256)
+    parallel = eye_setup(parallel_config, depths, focal=200.0, scale=1.0, width=256)
     assert parallel.shifts == (0.0, 0.0) and parallel.screen == np.inf
 
 
 def test_the_baseline_from_a_disparity_and_the_points_beyond_the_budget():
-    poses = poses_with_depths([0.5, 1.0, 1.0, 2.0, 4.0])  # |1/z - 1| up to 1 (at z = 0.5)
+    depths = np.array([0.5, 1.0, 1.0, 2.0, 4.0])  # |1/z - 1| up to 1 (at z = 0.5)
     # 12 px at the output size is 6 px at a half-size working size, at f 100: b * 100 * 0.99 = 6
     # (the 99% quantile of |1/z - 1| is 0.99 here)
-    derived = eye_setup(StereoConfig(max_disparity=12.0), poses, focal=100.0, scale=0.5, width=128)
+    derived = eye_setup(StereoConfig(max_disparity=12.0), depths, focal=100.0, scale=0.5, width=128)
     assert derived.baseline == pytest.approx(6 / (100 * 0.99))
     # unset: the budget, 1.5% of the working width (1.92 px), limited to the widest baseline
-    budgeted = eye_setup(StereoConfig(), poses, focal=100.0, scale=0.5, width=128)
+    budgeted = eye_setup(StereoConfig(), depths, focal=100.0, scale=0.5, width=128)
     assert budgeted.baseline == pytest.approx(0.015 * 128 / (100 * 0.99))
-    assert eye_setup(StereoConfig(widest=0.01), poses, focal=100.0, scale=0.5, width=128).baseline == 0.01
-    # posed by rotation alone (no points): parallel eyes, the budget's disparity at depth 1
-    unscaled = eye_setup(StereoConfig(), poses_with_depths([]), focal=100.0, scale=0.5, width=128)
+    assert eye_setup(StereoConfig(widest=0.01), depths, focal=100.0, scale=0.5, width=128).baseline == 0.01
+    # no depths at all (not even rendered ones): parallel eyes, the budget's disparity at depth 1
+    unscaled = eye_setup(StereoConfig(), np.zeros(0), focal=100.0, scale=0.5, width=128)
     assert unscaled.baseline == pytest.approx(0.015 * 128 / 100)
     assert unscaled.screen == np.inf and unscaled.shifts == (0.0, 0.0)
     # with b 0.04 the disparities are 100 * 0.04 * |1/z - 1| = 4, 0, 0, 2 and 3 px against 2.5 px
-    eyes = eye_setup(StereoConfig(baseline=0.04), poses, focal=100.0, scale=1.0, width=128)
-    assert beyond_budget(poses, eyes, focal=100.0, budget=2.5) == pytest.approx(0.4)
+    eyes = eye_setup(StereoConfig(baseline=0.04), depths, focal=100.0, scale=1.0, width=128)
+    assert beyond_budget(depths, eyes, focal=100.0, budget=2.5) == pytest.approx(0.4)
 
 
 def test_layouts_place_the_eyes():
