@@ -14,8 +14,9 @@ or finetunes again. Per clip:
   against the SfM points after scale;
 - stereo: the eyes' vertical disparity (DIS flow from left to right, median |v| px over the
   inner 80% of each frame, then over frames; 0 for a perfect pair), the horizontal
-  disparity's 5-95% range, and the share of pixels (by that flow) and of SfM points beyond
-  the comfort budget.
+  disparity's 5-95% range, and the share of pixels (by that flow) and of the scene's depths
+  beyond the comfort budget (the SfM points', or the rendered depth's where a segment posed
+  by rotation alone has none).
 
 Arguments after ``--`` go to every command (default: a quick setting, below).
 Prints a markdown table and writes JSON (default: bench/results/readouts.json); with
