@@ -1,7 +1,7 @@
 """gsplat backend: the production CUDA path.
 
 gsplat is imported only when this backend is used, so CPU-only installs never touch CUDA.
-All views of a call go to gsplat in one batched call.
+All views of a call go to gsplat in one call, with the batch dims as gsplat 1.5.3 takes them.
 """
 
 from __future__ import annotations
@@ -52,30 +52,31 @@ def gsplat_available() -> bool:
 
 
 def rasterize_gsplat(
-    means: Tensor,  # [V, N, 3]
-    quats: Tensor,  # [V, N, 4]
-    scales: Tensor,  # [V, N, 3]
-    opacities: Tensor,  # [V, N]
-    features: Tensor,  # [V, N, F]
-    viewmats: Tensor,  # [V, 4, 4]
-    Ks: Tensor,  # [V, 3, 3]
+    means: Tensor,  # [B, N, 3]
+    quats: Tensor,  # [B, N, 4]
+    scales: Tensor,  # [B, N, 3]
+    opacities: Tensor,  # [B, N]
+    features: Tensor,  # [B, N, F]
+    viewmats: Tensor,  # [B, C, 4, 4]: C cameras for each of the B Gaussian sets
+    Ks: Tensor,  # [B, C, 3, 3]
     width: int,
     height: int,
     near: float,
     far: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Same contract as ``rasterize_torch``: features ``[V, H, W, F]``, depth and alpha ``[V, H, W]``."""
+    """Features ``[B * C, H, W, F]``, depth and alpha ``[B * C, H, W]``: ``rasterize_torch``'s
+    outputs, for B Gaussian sets seen by C cameras each, in one gsplat call that takes the
+    batch dims itself (no copy of the Gaussians per camera)."""
     from gsplat import rasterization
 
-    # gsplat's batch dims: Gaussians [V, N], cameras [V, 1] -> renders [V, 1, H, W, F + 1].
     render, alpha, _ = rasterization(
         means=means,
         quats=quats,
         scales=scales,
         opacities=opacities,
         colors=features,
-        viewmats=viewmats[:, None],
-        Ks=Ks[:, None],
+        viewmats=viewmats,
+        Ks=Ks,
         width=width,
         height=height,
         near_plane=near,
@@ -85,6 +86,6 @@ def rasterize_gsplat(
         packed=False,
         render_mode="RGB+ED",
         rasterize_mode="classic",
-    )
-    render, alpha = render[:, 0], alpha[:, 0, ..., 0]
+    )  # [B, C, H, W, F + 1], [B, C, H, W, 1]
+    render, alpha = render.flatten(0, 1), alpha.flatten(0, 1)[..., 0]
     return render[..., :-1], render[..., -1], alpha

@@ -4,7 +4,8 @@
 alpha and any extra per-Gaussian features composited the same way as colour.
 
 Backends:
-    ``gsplat``: CUDA, the production path (one gsplat call per ``render`` call).
+    ``gsplat``: CUDA, the production path (one gsplat call per ``render`` call, with the
+        batch dims passed through, so no Gaussian is copied per camera).
     ``cpu``: the fast CPU path, float32: the reference's projection with C++ compositing;
         see ``model.rasterize_cpu``.
     ``torch``: pure PyTorch, any device and dtype, the reference; see ``model.rasterize_torch``.
@@ -14,6 +15,7 @@ Backends:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -27,7 +29,32 @@ from model.rasterize_torch import rasterize_torch
 
 Backend = Literal["auto", "torch", "cpu", "gsplat"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
-RASTERIZERS = {"torch": rasterize_torch, "cpu": rasterize_cpu, "gsplat": rasterize_gsplat}
+
+
+def _per_view(
+    rasterize: Callable[..., tuple[Tensor, Tensor, Tensor]],
+) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
+    """A rasterizer of one Gaussian set per view (``[V, N]``) as one of ``B`` sets seen by ``C``
+    cameras each: each set is repeated for its cameras. gsplat takes the batch dims itself."""
+
+    def batched(means, quats, scales, opacities, features, viewmats, Ks, *rest):
+        n_cams = viewmats.shape[1]
+
+        def repeat(t: Tensor) -> Tensor:  # [B, N, X] -> [B * C, N, X]
+            return t.repeat_interleave(n_cams, dim=0) if n_cams > 1 else t
+
+        gaussians = (repeat(t) for t in (means, quats, scales, opacities, features))
+        return rasterize(*gaussians, viewmats.flatten(0, 1), Ks.flatten(0, 1), *rest)
+
+    return batched
+
+
+# each: Gaussians [B, N, ...], cameras [B, C, ...] -> features [B * C, H, W, F], depth, alpha [B * C, H, W]
+RASTERIZERS = {
+    "torch": _per_view(rasterize_torch),
+    "cpu": _per_view(rasterize_cpu),
+    "gsplat": rasterize_gsplat,
+}
 
 
 @dataclass
@@ -92,30 +119,26 @@ def render(
         raise ValueError(f"Ks must have shape {(*viewmats.shape[:-2], 3, 3)}, got {tuple(Ks.shape)}")
     name = resolve_backend(backend, gaussians.means.device, gaussians.means.dtype)
 
-    n_cams = viewmats.shape[-3]
-    n = gaussians.count
-    views = batch.numel() * n_cams
+    count, n_cams, n = batch.numel(), viewmats.shape[-3], gaussians.count
 
-    def per_view(t: Tensor) -> Tensor:
-        # [..., N, X] -> [V, N, X]: each camera sees its own batch element's Gaussians.
-        t = t.reshape(batch.numel(), 1, n, *t.shape[len(batch) + 1 :])
-        return t.expand(-1, n_cams, *t.shape[2:]).reshape(views, n, *t.shape[3:])
+    def flat(t: Tensor) -> Tensor:  # [..., N, X] -> [B, N, X]
+        return t.reshape(count, n, *t.shape[len(batch) + 1 :])
 
     parts = [gaussians.colors] + ([gaussians.features] if gaussians.features is not None else [])
-    features = torch.cat(parts, dim=-1)
     image, depth, alpha = RASTERIZERS[name](
-        per_view(gaussians.means),
-        per_view(gaussians.quats),
-        per_view(gaussians.scales),
-        per_view(gaussians.opacities),
-        per_view(features),
-        viewmats.reshape(views, 4, 4),
-        Ks.reshape(views, 3, 3),
+        flat(gaussians.means),
+        flat(gaussians.quats),
+        flat(gaussians.scales),
+        flat(gaussians.opacities),
+        flat(torch.cat(parts, dim=-1)),
+        viewmats.reshape(count, n_cams, 4, 4),
+        Ks.reshape(count, n_cams, 3, 3),
         width,
         height,
         near,
         far,
     )
+    views = count * n_cams
     color = image[..., :3]
     if background is not None:
         bg = background.to(color).expand(*viewmats.shape[:-2], 3).reshape(views, 1, 1, 3)
