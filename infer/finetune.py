@@ -141,13 +141,17 @@ def _splat(mask: Tensor, uv: Tensor, height: int, width: int) -> Tensor:
     """Target-space masks ``[P, H, W]``: the pixels that ``uv[mask]`` (``[P, H, W(, 2)]``) land
     on in each image, grown by one pixel."""
     count = mask.shape[0]
-    out = torch.zeros(count * height * width, device=uv.device)
-    image = torch.arange(count, device=uv.device)[:, None, None].expand_as(mask)[mask]
-    points = uv[mask].floor().long()
-    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-    points, image = points[inside], image[inside]
-    out[(image * height + points[:, 1]) * width + points[:, 0]] = 1
-    return F.max_pool2d(out.view(count, 1, height, width), 3, 1, 1)[:, 0] > 0
+    points = uv.floor().long()
+    inside = (
+        (points[..., 0] >= 0) & (points[..., 0] < width) & (points[..., 1] >= 0) & (points[..., 1] < height)
+    )
+    image = torch.arange(count, device=uv.device)[:, None, None]
+    flat = (image * height + points[..., 1]) * width + points[..., 0]
+    # every pixel writes, the ones not splatted into one spare slot: no boolean indexing,
+    # whose output size would need a host round-trip
+    out = torch.zeros(count * height * width + 1, device=uv.device)
+    out[torch.where(mask & inside, flat, count * height * width)] = 1
+    return F.max_pool2d(out[:-1].view(count, 1, height, width), 3, 1, 1)[:, 0] > 0
 
 
 def attribute_maps(out: NetworkOutput, height: int, width: int, K: Tensor) -> Tensor:  # K [B, 3, 3]
@@ -216,9 +220,9 @@ def moving_term(
     without motion are left out, and zero when no pair has any."""
     gap = (_sample(renders, camera_uv) - _sample(targets, observed_uv)).abs().mean(1)  # [P, H, W]
     count = moving.sum((1, 2))
-    has_motion = count > 0
+    has_motion = (count > 0).to(gap.dtype)  # masked means: no host round-trip to test for any
     per_pair = (gap * moving).sum((1, 2)) / count.clamp(min=1)
-    return per_pair[has_motion].mean() if has_motion.any() else renders.sum() * 0
+    return (per_pair * has_motion).sum() / has_motion.sum().clamp(min=1)
 
 
 class ClipFinetuner:

@@ -99,9 +99,13 @@ def project(points_cam: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
 
 def unproject(uv: Tensor, depth: Tensor, K: Tensor) -> Tensor:
     """Pixels ``[..., N, 2]`` with z-depth ``[..., N]`` to camera-frame points ``[..., N, 3]``."""
-    ones = torch.ones_like(uv[..., :1])
-    rays = torch.cat([uv, ones], dim=-1) @ torch.linalg.inv(K).transpose(-1, -2)
-    return rays * depth[..., None]
+    # K is upper triangular with K[2, 2] = 1, so its inverse is written out: no batched
+    # matrix inverse (a solver launch per call on a GPU) in every network forward
+    fx, skew, cx = K[..., 0, 0, None], K[..., 0, 1, None], K[..., 0, 2, None]
+    fy, cy = K[..., 1, 1, None], K[..., 1, 2, None]
+    y = (uv[..., 1] - cy) / fy
+    x = (uv[..., 0] - cx - skew * y) / fx
+    return torch.stack([x, y, torch.ones_like(x)], dim=-1) * depth[..., None]
 
 
 def unproject_depth(depth: Tensor, K: Tensor) -> Tensor:

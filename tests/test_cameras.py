@@ -33,6 +33,19 @@ def test_project_unproject_round_trip():
     assert torch.allclose(z2, depth, atol=1e-12)
 
 
+def test_unproject_inverts_any_upper_triangular_K_batched():
+    # the written-out inverse against a general one, skew included, one K per batch element
+    torch.manual_seed(0)
+    K = torch.zeros(4, 3, 3, dtype=F64)
+    K[:, 0, 0], K[:, 1, 1] = 100 + 300 * torch.rand(4, dtype=F64), 100 + 300 * torch.rand(4, dtype=F64)
+    K[:, 0, 1], K[:, :2, 2], K[:, 2, 2] = torch.randn(4, dtype=F64), 200 * torch.rand(4, 2, dtype=F64), 1
+    uv, depth = 300 * torch.rand(4, 50, 2, dtype=F64), 0.1 + 5 * torch.rand(4, 50, dtype=F64)
+    general = torch.cat([uv, torch.ones_like(uv[..., :1])], -1) @ torch.linalg.inv(K).transpose(-1, -2)
+    torch.testing.assert_close(
+        cam.unproject(uv, depth, K), general * depth[..., None], rtol=1e-12, atol=1e-12
+    )
+
+
 def test_unproject_depth_hits_pixel_centres_with_z_depth():
     K = cam.make_intrinsics(50.0, 50.0, 4.0, 3.0)
     depth = torch.rand(6, 8, dtype=F64) + 1
@@ -124,8 +137,12 @@ def test_axis_angle():
     R = cam.axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2], dtype=F64))
     assert torch.allclose(R, torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=F64), atol=1e-12)
     assert torch.allclose(cam.axis_angle_to_matrix(torch.zeros(3, dtype=F64)), torch.eye(3, dtype=F64))
-    aa = torch.randn(20, 3, dtype=F64)
-    assert torch.allclose(cam.rotation_angle(cam.axis_angle_to_matrix(aa)), aa.norm(dim=-1) % (2 * math.pi))
+    aa = torch.randn(20, 3, dtype=F64, generator=torch.Generator().manual_seed(0)) * 2
+    # a rotation by theta is one by 2 pi - theta about the opposite axis: angles fold into [0, pi]
+    turned = aa.norm(dim=-1) % (2 * math.pi)
+    folded = torch.minimum(turned, 2 * math.pi - turned)
+    assert (aa.norm(dim=-1) > math.pi).any()  # the fold is exercised
+    assert torch.allclose(cam.rotation_angle(cam.axis_angle_to_matrix(aa)), folded)
 
 
 def test_pose_interpolation():

@@ -86,3 +86,11 @@ def test_the_moving_term_compares_the_render_with_the_target_where_the_object_re
     assert moving_term(**common, observed_uv=camera_uv).item() > 0.2  # without the warp: the gap
     still = moving_term(**{**common, "moving": torch.zeros_like(moving)}, observed_uv=observed_uv)
     assert still.item() == 0.0
+    # a second pair without motion is left out of the mean, not averaged in as a zero
+    off = torch.ones_like(render)
+    two = {k: torch.cat([v, v]) for k, v in common.items()}
+    two["renders"], two["moving"] = torch.cat([off, render]), torch.cat([torch.zeros_like(moving), moving])
+    alone = moving_term(**common, observed_uv=camera_uv)
+    assert moving_term(**two, observed_uv=torch.cat([camera_uv, camera_uv])).item() == pytest.approx(
+        alone.item()
+    )

@@ -24,8 +24,8 @@ def sparse_depth_loss(depth: Tensor, uv: Tensor, sparse: Tensor, valid: Tensor) 
     count = ok.sum(-1)
     mean = log_ratio.sum(-1) / count.clamp(min=1)
     variance = ((log_ratio - mean[:, None]) ** 2 * ok).sum(-1) / count.clamp(min=1)
-    usable = count >= 2
-    return variance[usable].mean() if usable.any() else depth.sum() * 0.0
+    usable = (count >= 2).to(variance.dtype)  # a masked mean: no host round-trip to test for any
+    return (variance * usable).sum() / usable.sum().clamp(min=1)
 
 
 def frame_points(
