@@ -28,7 +28,7 @@ import torch
 from common.atomic import write_atomic
 from data_prep.schema import ClipPoses
 from data_prep.synthetic import SyntheticConfig, generate
-from infer.finetune import ClipFinetuner, FinetuneConfig
+from infer.finetune import ClipFinetuner, FinetuneConfig, read_terms
 from model.network import GaussianPredictor, NetworkConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def main() -> None:
     for step in range(args.steps + 1):
         for backend, tuner in runs.items():
             start = time.perf_counter()
-            terms = tuner.step(step)
+            [terms] = read_terms([tuner.step(step)])  # waits for the device, inside the timing
             if step:
                 times[backend].append(time.perf_counter() - start)
             losses[backend].append(terms["total"])

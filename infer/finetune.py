@@ -101,6 +101,13 @@ class FinetuneConfig:
     """Seconds between resumable checkpoints (weights, optimizer, step, random state) in the
     work folder, so a stopped run continues where it was; 0 saves after every step. Not part
     of the result's cache key."""
+    log_every: int = 10
+    """Steps between reading the loss terms back from the device for the progress bar (each
+    read waits for the device to finish); the curve still holds every step. Not part of the
+    result's cache key."""
+
+
+NOT_IN_RESULT = ("checkpoint_every_s", "log_every")  # FinetuneConfig fields the weights do not depend on
 
 
 def step_count(frames: int, config: FinetuneConfig) -> int:
@@ -358,7 +365,7 @@ class ClipFinetuner:
             )
         return torch.stack(losses).mean()
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, Tensor | float]:
         cfg = self.config
         lr = warmup_cosine(step, steps=self.total_steps - 1, lr=cfg.lr, min_lr=cfg.min_lr)
         for group in self.optimizer.param_groups:
@@ -368,7 +375,7 @@ class ClipFinetuner:
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         self.optimizer.step()
-        return {k: v.item() for k, v in terms.items()} | {"lr": lr}
+        return {k: v.detach() for k, v in terms.items()} | {"lr": lr}  # still on the device
 
     def state(self) -> dict:
         """Everything the next step depends on besides the clip: optimizer and random state."""
@@ -462,13 +469,32 @@ def finetune(
     curve = resume.restore(tuner) if resume is not None else []
     total = tuner.total_steps
     bar = tqdm(total=total, initial=len(curve), desc="finetune", unit="step", disable=not progress)
+    pending: list[dict] = []  # steps whose loss terms are still on the device
+
+    def read_back() -> None:
+        curve.extend(read_terms(pending))
+        pending.clear()
+        bar.set_postfix(loss=f"{curve[-1]['total']:.4f}")
+
     with bar:
         for step in range(len(curve), total):
             interrupt.progress(f"step {step + 1} of {total}")
-            curve.append(tuner.step(step))
+            pending.append(tuner.step(step))
             bar.update()
-            bar.set_postfix(loss=f"{curve[-1]['total']:.4f}")
+            if len(pending) >= config.log_every or step + 1 == total:
+                read_back()
             if resume is not None and step + 1 < total and resume.due():
+                if pending:  # the checkpoint holds the curve so far
+                    read_back()
                 resume.save(tuner, curve)
     net.eval()
     return curve
+
+
+def read_terms(steps: list[dict[str, Tensor | float]]) -> list[dict[str, float]]:
+    """The steps' loss terms as numbers, in one read from the device."""
+    if not steps:
+        return []
+    names = [k for k, v in steps[0].items() if isinstance(v, Tensor)]
+    values = torch.stack([torch.stack([s[k] for k in names]) for s in steps]).tolist()
+    return [s | dict(zip(names, row, strict=True)) for s, row in zip(steps, values, strict=True)]

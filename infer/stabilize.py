@@ -42,7 +42,7 @@ from data_prep.video import Encoding, VideoError, VideoInfo, VideoReader, VideoW
 from infer.canvas import CanvasConfig, pad_amounts
 from infer.compose import ORIGINS
 from infer.coverage import Canvas, bounded_path, near_depth
-from infer.finetune import FinetuneConfig, Resumable, finetune
+from infer.finetune import NOT_IN_RESULT, FinetuneConfig, Resumable, finetune
 from infer.media import plot_paths, write_output
 from infer.planar import JOIN_FRAMES, induced_similarity, planar_corrections, similarity_steps, to_size, warp
 from infer.posing import DecodedClip, PosedClip, Segment, WorkFolderError, cache_key, decode_and_pose
@@ -164,7 +164,7 @@ def finetuned_network(
     seen (with ``cached_only``, WorkFolderError when not); a stopped finetuning continues from
     its last checkpoint."""
     net, provenance = initial_network(config, checkpoint)
-    tuning = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every_s"}
+    tuning = {k: v for k, v in asdict(config.finetune).items() if k not in NOT_IN_RESULT}
     settings = (asdict(net.config), asdict(config.canvas), tuning, config.backend, config.seed)
     folder = work_dir / "finetune" / cache_key("finetune/2", poses_key, provenance, *settings)
     if (folder / "model.safetensors").is_file():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from infer.finetune import camera_flow, moving_pixels, moving_term, static_pair_mask, static_term
+from infer.finetune import camera_flow, moving_pixels, moving_term, read_terms, static_pair_mask, static_term
 from model.cameras import make_intrinsics, pixel_centers
 from model.losses import photometric_loss
 
@@ -94,3 +94,13 @@ def test_the_moving_term_compares_the_render_with_the_target_where_the_object_re
     assert moving_term(**two, observed_uv=torch.cat([camera_uv, camera_uv])).item() == pytest.approx(
         alone.item()
     )
+
+
+def test_loss_terms_are_read_back_in_one_go_and_keep_their_order():
+    steps = [
+        {"total": torch.tensor(float(i)), "depth": torch.tensor(i / 10), "lr": 1e-3 * i} for i in range(3)
+    ]
+    curve = read_terms(steps)
+    assert curve == [{"total": float(i), "depth": pytest.approx(i / 10), "lr": 1e-3 * i} for i in range(3)]
+    assert all(type(v) is float for entry in curve for v in entry.values())  # JSON-ready
+    assert read_terms([]) == []
