@@ -25,12 +25,21 @@ ANALYSIS_WIDTH = 160  # the score is computed on frames downsized to this width
 
 
 def content_scores(frames: np.ndarray) -> np.ndarray:
-    """``[T-1]`` mean |dHSV| between frame t and t+1."""
+    """``[T-1]`` mean |dHSV| between frame t and t+1, two frames at a time: a clip's worth of
+    analysis frames (130 kB each at the default working size) would otherwise be held at once."""
     height, width = frames.shape[1:3]
     size = (ANALYSIS_WIDTH, max(2, round(height * ANALYSIS_WIDTH / width)))
-    small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
-    hsv = [cv2.cvtColor(f, cv2.COLOR_RGB2HSV_FULL).astype(np.int16) for f in small]
-    return np.array([np.abs(b - a).mean() for a, b in itertools.pairwise(hsv)])
+
+    def hsv(frame: np.ndarray) -> np.ndarray:
+        small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_RGB2HSV_FULL).astype(np.int16)
+
+    scores, previous = np.zeros(max(len(frames) - 1, 0)), hsv(frames[0])
+    for t in range(1, len(frames)):
+        current = hsv(frames[t])
+        scores[t - 1] = np.abs(current - previous).mean()
+        previous = current
+    return scores
 
 
 def detect_shots(frames: np.ndarray, min_frames: int = MIN_SHOT_FRAMES) -> list[tuple[int, int]]:

@@ -49,3 +49,27 @@ def test_a_segments_flow_cache_goes_when_its_finetuner_does():
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_shot_scores_hold_two_analysis_frames_not_the_clip():
+    import tracemalloc
+
+    from data_prep.shots import content_scores
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (300, 108, 192, 3), dtype=np.uint8)  # the default working size
+    expected = [np.abs(a - b).mean() for a, b in zip(_hsv(frames[1:]), _hsv(frames[:-1]), strict=True)]
+    tracemalloc.start()
+    scores = content_scores(frames)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(scores, expected)
+    # a clip's worth of 160x90 int16 HSV frames is 26 MB here; two of them, 0.2 MB
+    assert peak < 2e6, peak
+
+
+def _hsv(frames: np.ndarray) -> list[np.ndarray]:
+    import cv2
+
+    small = [cv2.resize(f, (160, 90), interpolation=cv2.INTER_AREA) for f in frames]
+    return [cv2.cvtColor(f, cv2.COLOR_RGB2HSV_FULL).astype(np.int16) for f in small]
