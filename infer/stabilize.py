@@ -505,6 +505,7 @@ def reconstruct(
             progress=progress,
             cached_only=cached_only,
         )
+        release_free_heap()  # decoding's freed frames, before finetuning builds on the heap
     if clip.damage:
         warn(clip.damage)
     if check is not None:
