@@ -30,7 +30,7 @@ from tqdm import tqdm
 from common import interrupt
 from common.atomic import remove, write_atomic
 from data_prep.ingest import expand_inputs, ingest
-from data_prep.poses import PoseConfig, PoseError, estimate_poses
+from data_prep.poses import PoseConfig, PoseError, estimate_poses, result_settings
 from data_prep.priors import PriorConfig, compute_priors
 from data_prep.schema import SCHEMA_VERSION, ClipSample, encode
 from data_prep.shards import ShardWriter
@@ -76,7 +76,7 @@ def config_hash(config: PrepConfig) -> str:
     """Hash of everything that changes a clip's content (not how the work is split)."""
     relevant = {
         k: v for k, v in asdict(config).items() if k not in {"workers", "shard_max_clips", "shard_max_bytes"}
-    }
+    } | {"poses": result_settings(config.poses)}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -218,6 +218,9 @@ def build(
     # it). spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
     # deadlock the children.
     context = multiprocessing.get_context("spawn")
+    if config.poses.num_threads == -1 and config.workers > 1:  # the cores shared among the workers
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        config = replace(config, poses=replace(config.poses, num_threads=threads))
     pool = context.Pool(max(1, config.workers), initializer=_worker_init)
     try:
         for number, video in enumerate(videos):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -53,12 +53,18 @@ class PoseConfig:
     min_triangulation_angle_deg: float = (
         0.5  # COLMAP's 1 degree leaves handheld clips with a handful of points
     )
-    # pycolmap is deterministic only single-threaded; -1 uses all cores. Measured on a 16-frame
-    # synthetic clip: two extraction threads gave other poses every time, and matching on
-    # two threads (one RANSAC thread per pair) gave other poses in 1 run of 8.
-    num_threads: int = 1
+    # Threads for feature extraction and matching (-1: all cores); the mappers run on one.
+    # The poses do not depend on it (tests/test_poses.py): parallel extraction numbers the
+    # images in the order its threads finish, so they are renumbered in frame order, and
+    # RANSAC runs on one thread per pair.
+    num_threads: int = -1
     seed: int = 0
     verbose: bool = False  # COLMAP's own log; off by default (failures are reported as PoseError)
+
+
+def result_settings(config: PoseConfig) -> dict:
+    """The settings the poses depend on, for cache keys: all but how the work is split."""
+    return {k: v for k, v in asdict(config).items() if k != "num_threads"}
 
 
 def _write_frames(frames: np.ndarray, folder: Path) -> list[str]:
@@ -95,26 +101,65 @@ def _pinned(options, config: PoseConfig):
 
 
 def _extract_and_match(database: Path, images: Path, config: PoseConfig) -> None:
+    """SIFT features and verified sequential matches of ``images`` into ``database``, both on
+    ``config.num_threads`` threads; the result does not depend on the count (see
+    ``_in_name_order``). RANSAC stays on one thread per pair: pycolmap allows no parallel
+    RANSAC inside parallel matching."""
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = config.camera_model
     extraction = _pinned(pycolmap.FeatureExtractionOptions(), config)
     extraction.sift.max_num_features = config.max_num_features
     extraction.sift.peak_threshold = config.peak_threshold
+    unordered = database.with_name(f"{database.stem}.unordered{database.suffix}")
+    unordered.unlink(missing_ok=True)
     pycolmap.extract_features(
-        database,
+        unordered,
         images,
         camera_mode=pycolmap.CameraMode.SINGLE,
         reader_options=reader,
         extraction_options=extraction,
     )
-    pairing = _pinned(pycolmap.SequentialPairingOptions(), config)
+    _in_name_order(unordered, database)
+    unordered.unlink()
+    one = replace(config, num_threads=1)
+    pairing = _pinned(pycolmap.SequentialPairingOptions(), one)
     pairing.overlap = config.sequential_overlap
     pairing.quadratic_overlap = config.quadratic_overlap
-    matching = _pinned(pycolmap.FeatureMatchingOptions(), config)
-    verification = _pinned(pycolmap.TwoViewGeometryOptions(), config)
+    matching = _pinned(pycolmap.FeatureMatchingOptions(), one)
+    matching.num_threads = config.num_threads
+    verification = _pinned(pycolmap.TwoViewGeometryOptions(), one)
     pycolmap.match_sequential(
         database, matching_options=matching, pairing_options=pairing, verification_options=verification
     )
+
+
+def _in_name_order(source: Path, target: Path) -> None:
+    """Copy the features database ``source`` into a new ``target`` with the images numbered in
+    name (frame) order. Parallel extraction numbers them in the order its threads finish,
+    and the mappers' results depend on the numbering; the features themselves do not
+    depend on the thread count."""
+    old, new = pycolmap.Database.open(str(source)), pycolmap.Database.open(str(target))
+    try:
+        for camera in old.read_all_cameras():
+            new.write_camera(camera, use_camera_id=True)
+        for rig in old.read_all_rigs():
+            new.write_rig(rig, use_rig_id=True)
+        frames = {frame.frame_id: frame for frame in old.read_all_frames()}
+        for image_id, image in enumerate(sorted(old.read_all_images(), key=lambda im: im.name), start=1):
+            frame = pycolmap.Frame()
+            frame.frame_id, frame.rig_id = image_id, frames[image.frame_id].rig_id
+            frame.add_data_id(
+                pycolmap.data_t(pycolmap.sensor_t(pycolmap.SensorType.CAMERA, image.camera_id), image_id)
+            )
+            new.write_frame(frame, use_frame_id=True)
+            copy = pycolmap.Image(name=image.name, camera_id=image.camera_id, image_id=image_id)
+            copy.frame_id = image_id
+            new.write_image(copy, use_image_id=True)
+            new.write_keypoints(image_id, old.read_keypoints(image.image_id))
+            new.write_descriptors(image_id, old.read_descriptors(image.image_id))
+    finally:
+        old.close()
+        new.close()
 
 
 def _longest_run(indices: np.ndarray) -> np.ndarray:
@@ -186,7 +231,10 @@ def from_reconstruction(rec: pycolmap.Reconstruction, method: str, names: list[s
 
 
 def _run_mapper(method: str, database: Path, images: Path, out: Path, config: PoseConfig):
+    """The mapper on one thread whatever ``config.num_threads``: its bundle adjustments and
+    rotation averaging sum in another order on more, and the poses differ in the last bits."""
     out.mkdir(parents=True, exist_ok=True)
+    config = replace(config, num_threads=1)
     if method == "global":
         options = _pinned(pycolmap.GlobalPipelineOptions(), config)
         options.mapper.min_tri_angle_deg = config.min_triangulation_angle_deg

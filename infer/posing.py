@@ -21,7 +21,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from common import interrupt
 from common.atomic import atomic_path, remove
 from common.interrupt import Child
 from data_prep.ingest import ingest
-from data_prep.poses import PoseConfig, PoseError, estimate_poses
+from data_prep.poses import PoseConfig, PoseError, estimate_poses, result_settings
 from data_prep.schema import ClipPoses, read_posed_npz, write_posed_npz
 from data_prep.shots import detect_shots
 from data_prep.video import VideoError, VideoInfo, probe
@@ -225,7 +225,7 @@ def decode_and_pose(
     WorkFolderError when the work folder does not have them."""
     config = config or PoseConfig()
     info = probe(video)
-    key = cache_key("poses/3", sha256(video), resolution, max_frames, asdict(config))
+    key = cache_key("poses/3", sha256(video), resolution, max_frames, result_settings(config))
     folder = work_dir / "poses" / key
     if (folder / "clip.json").is_file():
         clip = _load(folder, info)
