@@ -7,7 +7,8 @@ OpenMP task per tile, forward and backward, with the same constants
 (``tests/test_render_cpu.py`` checks the lists, values and gradients against the reference).
 
 The C++ is compiled with ``torch.utils.cpp_extension`` the first time it is needed (the
-build is cached in ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), so an
+build is cached in ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``, under
+a name from the source's content), so an
 install needs nothing beyond a C++ compiler. ``cpu_kernels()`` builds or loads it at a
 known point, saying so when it compiles; without a compiler the ``auto`` backend falls back
 to the reference with one warning.
@@ -15,6 +16,7 @@ to the reference with one warning.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import sys
@@ -28,6 +30,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from common.atomic import write_atomic
 from model.rasterize_torch import TILE_SIZE, project_ewa
 
 SOURCE = Path(__file__).parent / "csrc" / "composite_cpu.cpp"
@@ -35,6 +38,22 @@ SOURCE = Path(__file__).parent / "csrc" / "composite_cpu.cpp"
 
 class CpuKernelError(RuntimeError):
     """The C++ compositing kernel could not be built."""
+
+
+def _staged_source() -> tuple[str, Path]:
+    """The extension's name and its source, copied to a folder named by the source's
+    content. torch's build files name the source's path, so two checkouts at different
+    paths (a clone beside a worktree) would otherwise rebuild the one extension in turn;
+    named by content, they share one build, and a changed source gets its own."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    code = SOURCE.read_bytes()
+    digest = hashlib.sha256(code).hexdigest()[:12]
+    staged = Path(get_default_build_root()) / "gavs-sources" / digest / SOURCE.name
+    if not staged.is_file():
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(staged, code)  # processes starting together each write it whole
+    return f"gavs_composite_cpu_{digest}", staged
 
 
 @cache
@@ -57,9 +76,10 @@ def cpu_kernels(verbose: bool = False) -> ModuleType:
     notice = threading.Timer(2.0, say)
     notice.start()
     try:
+        name, source = _staged_source()
         module = load(
-            name="gavs_composite_cpu",
-            sources=[str(SOURCE)],
+            name=name,
+            sources=[str(source)],
             extra_cflags=["-O3", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=verbose,
