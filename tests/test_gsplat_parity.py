@@ -57,7 +57,7 @@ def scene(seed: int = 0, n: int = 300) -> dict[str, torch.Tensor]:
     return {"means": means, "quats": quats, "scales": scales, "viewmats": viewmats, "Ks": Ks}
 
 
-def ours(s: dict, **required_grad) -> tuple[torch.Tensor, ...]:
+def ours(s: dict) -> tuple[torch.Tensor, ...]:
     """Our projection of scene ``s`` at opacity 1: means2d, conics, depths, radii, visible."""
     V, N = len(s["viewmats"]), len(s["means"])
     per_view = {k: s[k].expand(V, *s[k].shape) for k in ("means", "quats", "scales")}
