@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ import imageio_ffmpeg
 from common.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
+SIZES = {"180p": (320, 180), "720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
 QUICK = [
     "--resolution",
     "192",
@@ -79,6 +80,12 @@ def run(code: Path, clip: Path, out: Path, args: list[str]) -> dict:
         "frames": report["frames"],
         "seconds_per_frame": report["seconds_per_frame"],
         "stage_peak_rss_gb": report.get("peak_rss_gb", {}),  # absent in reports of older code
+        # per segment, in clip order: whether finetuning's cost per frame stays put along the clip
+        "segment_finetune_s_per_frame": [
+            round(s["finetune_seconds"] / (s["end"] - s["start"]), 4)
+            for s in report["segments"]
+            if s.get("finetune_seconds")  # absent for cached or 2D segments, and in older code
+        ],
     }
 
 
@@ -133,7 +140,20 @@ def main(argv: list[str] | None = None) -> None:
         cells = [row["clip"], row["code"], str(row["frames"]), f"{row['peak_rss_gb']:.2f}", *cells]
         lines.append("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
+    print("\n| clip | code | segments | finetune s/frame: first third | middle | last third |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['clip']} | {row['code']} | " + _thirds(row["segment_finetune_s_per_frame"]) + " |")
     print(f"\nwrote {args.out}")
+
+
+def _thirds(values: list[float]) -> str:
+    """How many values, and the median of each third of them, in order."""
+    if len(values) < 3:
+        return f"{len(values)} | - | - | -"
+    third = len(values) // 3
+    parts = [values[:third], values[third : len(values) - third], values[len(values) - third :]]
+    return f"{len(values)} | " + " | ".join(f"{statistics.median(p):.3f}" for p in parts)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ class Finetuned:
     curve: list[dict[str, float]]  # the loss terms of every finetuning step
     cached: bool  # taken from the work folder
     resumed_from: int = 0  # the step a stopped finetuning continued from (0: it started afresh)
+    seconds: float = 0.0  # this run's finetuning wall time (0 when cached)
 
 
 def initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[GaussianPredictor, dict]:
@@ -173,6 +174,7 @@ def finetuned_network(
     if cached_only:
         raise WorkFolderError(f"{work_dir}: no network finetuned on this clip at these settings")
     torch.manual_seed(config.seed)
+    started = time.perf_counter()
     resume = Resumable(folder.with_name(f"{folder.name}.resume"), config.finetune.checkpoint_every_s, warn)
     curve = finetune(
         net,
@@ -187,7 +189,8 @@ def finetuned_network(
     )
     save_predictor(net, folder, extra={"clip": poses_key}, files={"curve.json": json.dumps(curve)})
     remove(resume.folder)
-    return Finetuned(net.eval(), provenance, curve, cached=False, resumed_from=resume.resumed_from)
+    seconds = time.perf_counter() - started
+    return Finetuned(net.eval(), provenance, curve, False, resume.resumed_from, seconds)
 
 
 def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dict]:
@@ -752,6 +755,7 @@ def _segment_report(k: int, plan: SegmentPlan, result: Stabilized) -> dict:
     if k in result.tuned:
         tuned = result.tuned[k]
         entry |= {"cached_finetune": tuned.cached, "finetune_resumed_from_step": tuned.resumed_from}
+        entry["finetune_seconds"] = round(tuned.seconds, 3)
         entry["finetune_curve"] = tuned.curve
         entry["canvas_filled_from_neighbours"] = round(result.canvas_filled.get(k, 0.0), 5)
     return entry

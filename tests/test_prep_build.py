@@ -152,37 +152,18 @@ def test_verify_rejects_truncated_shards_and_other_schema_versions(videos, tmp_p
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_slurm_array_slices_merge_and_verify(videos, tmp_path):
-    """Run the sbatch template as two array tasks (no SLURM here: it runs the build directly)."""
-    import os
-    import shutil
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "slurm" / "prep_array.sbatch"
+def test_slices_merge_and_verify_and_a_part_of_another_config_is_refused(videos, tmp_path):
+    """The slices a job array builds (test_slurm.py submits the template to a real cluster)."""
     out = tmp_path / "dataset"
-    bin_dir = Path(sys.executable).parent
-    gavs_prep = shutil.which("gavs-prep", path=str(bin_dir)) or shutil.which("gavs-prep")
-    assert gavs_prep, "gavs-prep is installed with the package"
-    env = {
-        **os.environ,
-        "PATH": f"{Path(gavs_prep).parent}:{os.environ['PATH']}",
-        "SLURM_ARRAY_TASK_COUNT": "2",
-    }
-    env.pop("SLURM_JOB_ID", None)
-    for task in ("0", "1"):
-        subprocess.run(
-            ["bash", str(script), str(videos), str(out), *SMALL, "priors.flow=false"],
-            env={**env, "SLURM_ARRAY_TASK_ID": task},
-            check=True,
-            capture_output=True,
-        )
+    for task in (0, 1):
+        part = out / f"part-000{task}"
+        args = ["build", "--input", str(videos), "--out", str(part), "--slice", f"{task}/2", "--quiet"]
+        assert prep_main([*args, *SMALL, "priors.flow=false"]) == 0
     parts = sorted(out.glob("part-*"))
-    assert [p.name for p in parts] == ["part-0000", "part-0001"]
     assert prep_main(["merge", str(out), *map(str, parts)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["totals"]["clips"] == 4 and manifest["totals"]["videos"] == 2
     assert verify(out, every=100)["clips"] == 4
-    # a part built with another config cannot be merged in
     other = tmp_path / "other"
     build(
         str(videos),

@@ -109,6 +109,7 @@ def test_output_is_steadier_and_matches_the_scene_at_the_smoothed_poses(shaky, s
     assert side.shape == (SCENE.num_frames, SCENE.height, 2 * SCENE.width, 3)
     assert cv2.imread(str(folder / "out.path.png")).shape == (500, 1200, 3)  # the 2x3 plot, 12x5 in
     assert report["network"].startswith("fresh network") and len(report["segments"][0]["finetune_curve"]) == 6
+    assert 0 < report["segments"][0]["finetune_seconds"] <= report["timings_s"]["finetune"]
     assert report["frame_methods"] == ["3d"] * SCENE.num_frames and report["shots"] == [[0, SCENE.num_frames]]
     assert set(report["timings_s"]) == {"poses", "smoothing", "finetune", "render", "write", "evaluate"}
     assert set(report["peak_rss_gb"]) == set(report["timings_s"])
@@ -173,6 +174,7 @@ def test_rerun_with_another_strength_skips_poses_and_finetuning(shaky, stabilize
     assert report["cached"] == {"poses": True, "finetune": True}
     assert report["timings_s"]["poses"] < 0.5 * first["timings_s"]["poses"]
     assert report["segments"][0]["finetune_curve"] == first["segments"][0]["finetune_curve"]
+    assert report["segments"][0]["finetune_seconds"] == 0  # nothing was finetuned in this run
     assert not np.array_equal(read_video(folder / "strong.mp4").frames, read_video(folder / "out.mp4").frames)
 
 

@@ -241,11 +241,19 @@ def test_bf16_with_tensorboard_logs_scalars_and_images(pretrain_shards, tmp_path
     assert [e.step for e in events.Images("val/grid")] == [0, 2]
 
 
-def test_sbatch_template_checkpoints_and_requeues_on_usr1(pretrain_shards, tmp_path):
-    """The SLURM template with stand-in srun/scontrol (no SLURM here), two gloo processes."""
+def test_sbatch_template_on_two_nodes_checkpoints_and_requeues_on_usr1(pretrain_shards, tmp_path):
+    """What one SLURM node cannot show (test_slurm.py runs the rest on a real cluster): two
+    nodes' rendezvous. Stand-ins play them on this machine: ``srun`` starts the command once
+    per node with its SLURM_NODEID, ``scancel`` signals those tasks, ``scontrol`` names the
+    first node and records the requeue."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "srun").write_text('#!/usr/bin/env bash\nwhile [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\nwhile [[ $1 == --* ]]; do shift; done\n"
+        'for node in 0 1; do SLURM_NODEID=$node "$@" & echo $! >> "$TASKS"; done\nwait -n; status=$?; wait\n'
+        "exit $status\n"
+    )
+    (bin_dir / "scancel").write_text('#!/usr/bin/env bash\nkill -TERM $(cat "$TASKS")\n')
     (bin_dir / "scontrol").write_text(
         '#!/usr/bin/env bash\ncase $1 in show) echo localhost ;; requeue) echo "$2" >> "$REQUEUED" ;; esac\n'
     )
@@ -256,11 +264,12 @@ def test_sbatch_template_checkpoints_and_requeues_on_usr1(pretrain_shards, tmp_p
         **os.environ,
         "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
         "SLURM_JOB_ID": "4242",
-        "SLURM_JOB_NUM_NODES": "1",
-        "SLURM_NODEID": "0",
-        "GAVS_PROCS_PER_NODE": "2",
+        "SLURM_JOB_NUM_NODES": "2",
+        "GAVS_PROCS_PER_NODE": "1",
+        "TASKS": str(tmp_path / "tasks"),
         "REQUEUED": str(tmp_path / "requeued"),
         "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",  # both "nodes" share this machine's devices
     }
     script = ROOT / "slurm" / "pretrain.sbatch"
     job = subprocess.Popen(
@@ -287,7 +296,9 @@ def test_sbatch_template_checkpoints_and_requeues_on_usr1(pretrain_shards, tmp_p
     job.send_signal(signal.SIGUSR1)
     output = job.communicate(timeout=180)[0]
     assert job.returncode == 0, output[-3000:]
+    assert "2 node(s) x 1 process(es), rendezvous localhost:24242" in output
     assert (tmp_path / "requeued").read_text().split() == ["4242"]
     saved = sorted((run_dir / "checkpoints").iterdir())
     assert len(saved) == 1 and 2 <= int(saved[0].name.split("_")[1]) < 1000
     assert {f.name for f in saved[0].glob("data_rank*.json")} == {"data_rank0.json", "data_rank1.json"}
+    assert json.loads((saved[0] / "trainer_state.json").read_text())["world"] == 2

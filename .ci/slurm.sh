@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# A single-node SLURM cluster on this machine, from Debian's packages, for the real-SLURM tests
+# (tests/test_slurm.py). Needs root and apt. Idempotent: a second call finds it running.
+#
+#   bash .ci/slurm.sh        # installs slurm-wlm and munge if absent, writes the config, starts
+#   sinfo                    # one node, idle, in partition "ci"
+#
+# The configuration suits a container with no systemd and no cgroup delegation: process
+# tracking by /proc (proctrack/linuxproc), no task plugin, no accounting, root as SlurmUser.
+# The node offers every core and 90% of the memory, in one partition.
+set -euo pipefail
+
+if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
+    echo "slurm: already running" >&2
+    exit 0
+fi
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
+
+# munge: its key, and folders that belong to the munge user (munged refuses anything else)
+mkdir -p /run/munge /var/lib/munge /var/log/munge /etc/munge
+[[ -s /etc/munge/munge.key ]] || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+chown -R munge:munge /run/munge /var/lib/munge /var/log/munge /etc/munge
+chmod 0700 /etc/munge /var/lib/munge /var/log/munge
+chmod 0755 /run/munge
+chmod 0400 /etc/munge/munge.key
+pgrep -x munged >/dev/null || runuser -u munge -- munged
+
+host=$(hostname -s)
+cpus=$(nproc)
+memory=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+config=/etc/slurm/slurm.conf
+mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+cat >"$config" <<EOF
+ClusterName=gavs-ci
+SlurmctldHost=$host
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+SchedulerType=sched/backfill
+MpiDefault=none
+ReturnToService=2
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+KillWait=30
+NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
+PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+
+pgrep -x slurmctld >/dev/null || slurmctld
+pgrep -x slurmd >/dev/null || slurmd
+for _ in $(seq 60); do
+    if sinfo -h -o %T | grep -qx idle; then
+        sinfo
+        exit 0
+    fi
+    sleep 1
+done
+echo "slurm: the node did not become idle within 60 s; see /var/log/slurm/" >&2
+sinfo >&2 || true
+exit 1
