@@ -13,6 +13,7 @@ from common.config import ConfigError, config_yaml, load_config, resolve_preset
 from common.interrupt import Interrupted, interrupted_line
 from data_prep.build import BuildError, PrepConfig, build
 from data_prep.importers import ImportFormatError, import_sequences, read_colmap, read_re10k, read_transforms
+from data_prep.locations import LocationError
 from data_prep.merge import merge
 from data_prep.schema import SchemaError
 from data_prep.verify import verify
@@ -87,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("parts", nargs="+", type=Path, help="part folders written by gavs-prep build --slice")
 
     v = commands.add_parser("verify", help="re-read every shard, check schema and stats, draw contact sheets")
-    v.add_argument("dir", type=Path, help="a folder written by gavs-prep build")
+    v.add_argument(
+        "dir",
+        help="a folder written by gavs-prep build: a path, an http(s):// URL, or a pipe: command "
+        "with {name} for the file, e.g. 'pipe:aws s3 cp s3://bucket/gavs/{name} -'",
+    )
     v.add_argument("--every", type=int, default=8, help="one contact sheet per this many clips")
+    v.add_argument(
+        "--sheets", type=Path, help="folder for the contact sheets (default: DIR; ./contact-sheets if remote)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.command == "build" and not args.quiet else logging.WARNING,
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with interrupt.stoppable(), interrupt.stage(STAGES[args.command]):
             _run(args)
-    except (BuildError, ConfigError, ImportFormatError, SchemaError, VideoError) as err:
+    except (BuildError, ConfigError, ImportFormatError, LocationError, SchemaError, VideoError) as err:
         print(f"gavs-prep: error: {err}", file=sys.stderr)
         return 2
     except Interrupted as err:
@@ -140,11 +148,12 @@ def _run(args: argparse.Namespace) -> None:
         shards, parts = len(merged["shards"]), len(merged["parts"])
         print(f"{totals['clips']} clips in {shards} shards from {parts} parts: {args.out / 'manifest.json'}")
     else:
-        report = verify(args.dir, every=args.every)
+        report = verify(args.dir, every=args.every, sheets=args.sheets)
+        where = Path(report["contact_sheets"][0]).parent if report["contact_sheets"] else args.dir
         print(
             f"ok: {report['clips']} clips, {report['frames']} frames, "
             f"mean reprojection error {report['reprojection_error']:.3f} px; "
-            f"{len(report['contact_sheets'])} contact sheets in {args.dir}"
+            f"{len(report['contact_sheets'])} contact sheets in {where}"
         )
 
 

@@ -411,27 +411,27 @@ def validate(sample: ClipSample, where: str | None = None) -> None:
     _raise_first(where, problems)
 
 
-def _all_shards(urls):
-    return urls
-
-
 def iterate_clips(urls: str | Iterable[str]) -> Iterator[ClipSample]:
     """Decoded, validated clips from shard URLs (paths, brace patterns, or any URL WebDataset reads).
 
-    A shard that cannot be read raises SchemaError naming it. Training builds its own
+    A shard that cannot be fetched raises LocationError, and one that cannot be read as a
+    shard SchemaError, naming it. Training builds its own
     shuffled, split pipeline around ``decode``; this is the plain sequential reader.
     """
     import webdataset as wds
 
+    from data_prep.locations import LocationError, shard_samples
+
     urls = urls if isinstance(urls, str) else list(urls)
     # every shard, in order, also inside a distributed job (the caller chose the shards)
-    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_all_shards)
-    iterator = iter(dataset)
+    iterator = iter(wds.DataPipeline(wds.SimpleShardList(urls), shard_samples))
     while True:
         try:
             raw = next(iterator)
         except StopIteration:
             return
+        except LocationError:
+            raise
         except Exception as err:  # tarfile, gzip and I/O errors all mean the shard is unreadable
             raise SchemaError(f"{urls}: unreadable shard ({type(err).__name__}: {err})") from err
         yield decode(raw)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from common.atomic import atomic_path
+from data_prep.locations import is_remote, join, read_url
 from data_prep.schema import SCHEMA_VERSION, ClipSample, SchemaError, iterate_clips
 
 FRAMES_PER_SHEET_ROW = 4
@@ -59,34 +60,41 @@ def contact_sheet(sample: ClipSample) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
-def verify(folder: str | os.PathLike, every: int = 8) -> dict:
-    """Check every shard against ``manifest.json``; write a contact sheet every ``every`` clips."""
-    folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
+def verify(folder: str | os.PathLike, every: int = 8, sheets: Path | None = None) -> dict:
+    """Check every shard against ``manifest.json``; write a contact sheet every ``every`` clips.
+
+    ``folder`` is a dataset folder: a path, an ``http(s)://`` URL, or a ``pipe:`` command with
+    ``{name}`` for the file (``pipe:aws s3 cp s3://bucket/gavs/{name} -``). The sheets go to
+    ``sheets``, by default the folder itself when it is local and ``./contact-sheets`` when not.
+    """
+    folder = str(folder)
+    manifest_url = join(folder, "manifest.json")
+    if not is_remote(folder) and not Path(manifest_url).is_file():
         raise SchemaError(f"{folder}: no manifest.json (not a gavs-prep build folder)")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(read_url(manifest_url))
     except json.JSONDecodeError as err:
-        raise SchemaError(f"{manifest_path}: unreadable ({err})") from err
+        raise SchemaError(f"{manifest_url}: unreadable ({err})") from err
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise SchemaError(
-            f"{manifest_path}: schema version {manifest.get('schema_version')}, "
+            f"{manifest_url}: schema version {manifest.get('schema_version')}, "
             f"this reader reads version {SCHEMA_VERSION}"
         )
+    sheets = sheets or (Path("contact-sheets") if is_remote(folder) else Path(folder))
+    sheets.mkdir(parents=True, exist_ok=True)
     clips = frames = 0
-    errors, sheets = [], []
+    errors, drawn = [], []
     for shard in manifest["shards"]:
-        path = folder / shard["name"]
-        if not path.is_file():
+        path = join(folder, shard["name"])
+        if not is_remote(path) and not Path(path).is_file():
             raise SchemaError(f"{path}: listed in the manifest but missing")
         samples = shard_frames = 0
-        for sample in iterate_clips(str(path)):
+        for sample in iterate_clips([path]):
             if clips % every == 0:
-                sheet_path = folder / f"contact-{clips:05d}.png"
+                sheet_path = sheets / f"contact-{clips:05d}.png"
                 with atomic_path(sheet_path) as tmp:
                     cv2.imwrite(str(tmp), cv2.cvtColor(contact_sheet(sample), cv2.COLOR_RGB2BGR))
-                sheets.append(str(sheet_path))
+                drawn.append(str(sheet_path))
             errors.append(reprojection_errors(sample))
             samples += 1
             shard_frames += len(sample.frames)
@@ -102,5 +110,5 @@ def verify(folder: str | os.PathLike, every: int = 8) -> dict:
         "clips": clips,
         "frames": frames,
         "reprojection_error": float(all_errors.mean()) if len(all_errors) else float("nan"),
-        "contact_sheets": sheets,
+        "contact_sheets": drawn,
     }

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from common.config import ConfigError, load_config, preset_names, resolve_preset
+from data_prep.locations import LocationError
 from data_prep.schema import SchemaError
 from model.release import ReleaseError
 from train.checkpoint import CheckpointError
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         from train.loop import train  # heavy imports only once the config is known to be good
 
         state = train(config)
-    except (ConfigError, SchemaError, CheckpointError, ReleaseError, ValueError) as err:
+    except (ConfigError, SchemaError, CheckpointError, ReleaseError, LocationError, ValueError) as err:
         print(f"gavs-train: error: {err}", file=sys.stderr)
         return 2
     if not state["main_process"]:

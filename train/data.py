@@ -36,6 +36,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from data_prep.build import MANIFEST
+from data_prep.locations import LocationError, beside, is_remote, read_url, shard_samples
 from data_prep.schema import SCHEMA_VERSION, ClipSample, SchemaError, decode, iterate_clips, to_tensors
 from model.cameras import crop_intrinsics, relative_pose, resize_intrinsics
 from model.losses import frame_points
@@ -134,12 +135,13 @@ def clip_items(
 def rank_shards(pattern: str, rank: int = 0, world: int = 1) -> list[str]:
     """This rank's shards: every ``world``-th of the sorted expansion of ``pattern``.
 
-    ``pattern`` is a brace pattern (``train-{000000..000099}.tar``), a glob, or a URL. Local
-    patterns must match existing files.
+    ``pattern`` is a brace pattern (``train-{000000..000099}.tar``), a glob, or a URL
+    (``http(s)://`` or ``pipe:COMMAND``, braces allowed). Local patterns must match existing
+    files.
     """
     if not pattern:
         raise ValueError("data.shards is empty: point it at the training shards (a brace pattern or URL)")
-    remote = "://" in pattern and not pattern.startswith("file://")
+    remote = is_remote(pattern) or ("://" in pattern and not pattern.startswith("file://"))
     if not remote and any(c in pattern for c in "*?["):
         urls = sorted(glob.glob(pattern))
     else:
@@ -194,30 +196,40 @@ def training_stream(
             for item in clip_items(decode(raw), config, rng):
                 yield {**item, "shard": raw["__url__"]}
 
-    return wds.DataPipeline(*shards, wds.tarfile_to_samples(), shuffled, items)
+    return wds.DataPipeline(*shards, shard_samples, shuffled, items)
 
 
-def _manifest_beside(url: str) -> Path:
-    return Path(url.removeprefix("file://")).parent / MANIFEST
+def _manifest_beside(url: str) -> dict | None:
+    """The dataset manifest in the shard's folder, or None where there is none (or a remote
+    one cannot be fetched: the shards' own reads report what is wrong with the location)."""
+    where = beside(url, MANIFEST)
+    if where is None or (not is_remote(where) and not Path(where).is_file()):
+        return None
+    try:
+        return json.loads(read_url(where))
+    except LocationError:
+        if is_remote(where):
+            return None
+        raise
 
 
 def check_shards(config: DataConfig, rank: int = 0, world: int = 1) -> None:
     """Fail before training starts if this rank's first shard is unreadable or of another schema."""
     first = rank_shards(config.shards, rank, world)[0]
     manifest = _manifest_beside(first)
-    if manifest.is_file():
-        version = json.loads(manifest.read_text()).get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise SchemaError(f"{manifest}: schema version {version}, this trainer reads {SCHEMA_VERSION}")
+    if manifest is not None and manifest.get("schema_version") != SCHEMA_VERSION:
+        where = beside(first, MANIFEST)
+        raise SchemaError(
+            f"{where}: schema version {manifest.get('schema_version')}, this trainer reads {SCHEMA_VERSION}"
+        )
     next(iterate_clips([first]), None)
 
 
 def manifest_summary(pattern: str) -> dict | None:
     """The dataset's manifest without its per-shard and per-rejection lists (for model cards)."""
-    manifest = _manifest_beside(rank_shards(pattern)[0])
-    if not manifest.is_file():
+    full = _manifest_beside(rank_shards(pattern)[0])
+    if full is None:
         return None
-    full = json.loads(manifest.read_text())
     return {
         "shards": pattern,
         **{k: full[k] for k in ("schema_version", "totals", "pose_methods", "versions") if k in full},
