@@ -52,16 +52,19 @@ def resolve_preset(job: str, preset: str | os.PathLike) -> Path:
 
 
 def load_config(
-    schema: type[T], preset: str | os.PathLike | None = None, overrides: list[str] | None = None
+    schema: type[T],
+    preset: str | os.PathLike | list[str | os.PathLike] | None = None,
+    overrides: list[str] | None = None,
 ) -> T:
-    """An instance of ``schema`` from its defaults, an optional YAML preset, then overrides.
+    """An instance of ``schema`` from its defaults, optional YAML presets (a path, or a list
+    of them applied in turn), then overrides.
 
     A dataclass's ``__post_init__`` may raise ConfigError for values no type can express
     (ranges); it runs here, so a bad value fails before any work starts.
     """
     layers = [OmegaConf.structured(schema)]
-    if preset is not None:
-        path = Path(preset)
+    presets = preset if isinstance(preset, list) else [] if preset is None else [preset]
+    for path in map(Path, presets):
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         try:
@@ -80,7 +83,9 @@ def load_config(
         message = str(err).splitlines()[0]
         key = getattr(err, "full_key", None)
         where = f"config: {key}: " if key and not message.startswith(key) else "config: "
-        raise ConfigError(where + message + (f" (from {preset})" if preset else "")) from err
+        raise ConfigError(
+            where + message + (f" (from {', '.join(map(str, presets))})" if presets else "")
+        ) from err
 
 
 def config_yaml(config) -> str:

@@ -46,6 +46,7 @@ from infer.finetune import NOT_IN_RESULT, FinetuneConfig, Resumable, finetune
 from infer.media import plot_paths, write_output
 from infer.planar import JOIN_FRAMES, induced_similarity, planar_corrections, similarity_steps, to_size, warp
 from infer.posing import DecodedClip, PosedClip, Segment, WorkFolderError, cache_key, decode_and_pose
+from infer.presets import announcement, clip_frames, estimate_seconds
 from infer.rerender import RenderConfig, SegmentRenderer
 from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_path, min_acceleration_path
 from model.cameras import relative_pose
@@ -99,6 +100,9 @@ class StabilizeConfig:
     poses: PoseConfig = field(default_factory=lambda: PoseConfig(min_partial_frames=16))
     """SfM settings; min_partial_frames: a shot's longest posed run needs this many frames, and
     the frames SfM leaves out are posed again on their own, or stabilized in 2D."""
+    preset: str = "none"
+    """The shipped preset these settings started from (gavs-stabilize --preset sets it; the
+    report names it)."""
     strict: bool = False
     """Refuse a damaged or truncated input (less decoded than the container promises) instead
     of stabilizing what decodes, with a warning."""
@@ -655,6 +659,9 @@ def run_readout(
         warn(message)
     device, timer = pick_device(config.device), StageTimer()
     renderer = resolve_backend(config.backend, device)  # builds its kernels now, not mid-stage
+    estimate = estimate_seconds(config, info, device, evaluate_output)
+    line = announcement(config.preset, device, clip_frames(config, info), estimate)
+    print(f"gavs-stabilize: {line}", file=sys.stderr)  # also when quiet: one line, before the work
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
     built = reconstruct(
         video, config, timer=timer, warn=warn, cached_only=cached_only, check=readout.check, **where
@@ -692,6 +699,7 @@ def run_readout(
         timer,
     )
     report = build_report(video, output, config, device, result) | {"renderer": renderer}
+    report["estimated_s"] = {k: round(v, 1) for k, v in estimate.items()} if estimate else None
     if readout.details is not None:
         cameras = {p.segment.start: p.smoothed.tolist() for p in plans if p.smoothed is not None}
         report["outputs"] = [str(path) for path in outputs]

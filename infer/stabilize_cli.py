@@ -21,7 +21,8 @@ from common.config import (
 from common.interrupt import Interrupted, interrupted_line
 from data_prep.poses import PoseError
 from data_prep.video import VideoError
-from infer.stabilize import StabilizeConfig, stabilize
+from infer.presets import CHOICES, preset_for
+from infer.stabilize import StabilizeConfig, pick_device, stabilize
 from model.release import ReleaseError
 
 # StabilizeConfig fields that get an option of their own; every field is also key=value
@@ -68,7 +69,15 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--side-by-side", action="store_true", help="also write OUT.side-by-side.mp4")
     parser.add_argument("--no-eval", action="store_true", help="skip scoring input and output (gavs-eval)")
-    parser.add_argument("--config", help="a preset name or a YAML file")
+    parser.add_argument(
+        "--preset",
+        choices=CHOICES,
+        default="default",
+        help="default: GaVS's full finetuning on CUDA, the cpu preset on a CPU (same quality "
+        "targets, about a second a frame); fast: a quick preview; gavs: GaVS's published "
+        "setting. --config and key=value apply on top",
+    )
+    parser.add_argument("--config", help="a preset name or a YAML file, applied over --preset")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -151,6 +160,14 @@ def summary_table(results: list[tuple[Path, dict | None, str | None, float]]) ->
     return "\n".join(lines)
 
 
+def configured(args: argparse.Namespace, overrides: list[str]) -> StabilizeConfig:
+    """The config: --preset's file for the device, then --config, then the overrides."""
+    chosen = [resolve_preset("stabilize", args.config)] if args.config else []
+    device = pick_device(load_config(StabilizeConfig, chosen, overrides).device)
+    name, path = preset_for(args.preset, device)
+    return load_config(StabilizeConfig, [path] * (path is not None) + chosen, [*overrides, f"preset={name}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_intermixed_args(argv)  # overrides may come before or after the options
@@ -162,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [item for item, override in zip(args.input, is_override, strict=True) if override]
     overrides += flag_overrides(args, FLAGS)
     try:
-        preset = resolve_preset("stabilize", args.config) if args.config else None
-        config = load_config(StabilizeConfig, preset, overrides)
+        config = configured(args, overrides)
         if args.print_config:
             print(config_yaml(config), end="")
             return 0

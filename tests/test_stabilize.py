@@ -377,7 +377,7 @@ def test_help_and_presets_come_from_the_config(capsys):
     text = " ".join(capsys.readouterr().out.split())
     # choices from the Literal, help from the field's docstring, default from the dataclass
     assert "--smoothing {bounded,gaussian}" in text and "GaVS's Gaussian window, even where" in text
-    assert "sharper. (default: 18)" in text and "Presets for --config: cpu-demo, gavs" in text
+    assert "sharper. (default: 18)" in text and "Presets for --config: cpu, cpu-demo, fast, gavs" in text
     assert stabilize_main(["in.mp4", "--config", "gavs", "--print-config", "strength=2"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["smoothing"] == "gaussian" and printed["strength"] == 2.0  # preset, then override
