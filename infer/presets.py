@@ -49,7 +49,7 @@ def estimate_seconds(
 ) -> dict[str, float] | None:
     """Expected seconds per stage of stabilizing the clip ``info`` describes with ``config``
     (a StabilizeConfig), or None without unit costs for ``device``. The clip is taken as one
-    shot; each further shot adds its finetuning's ``min_steps``."""
+    shot: the shots are not known yet, and each further one would add up to ``min_steps``."""
     costs = unit_costs(device)
     if costs is None:
         return None
@@ -77,7 +77,7 @@ def clip_frames(config, info: VideoInfo) -> int:
 
 def announcement(preset: str, device: torch.device, frames: int, seconds: dict[str, float] | None) -> str:
     """The line printed before the expensive stages: preset, device and the estimate."""
-    line = f"preset {preset} on {device.type}"
+    line = f"{f'preset {preset}' if preset != 'none' else 'settings as given'} on {device.type}"
     if seconds is None:
         return f"{line}: no measured costs for {device.type} yet, so no estimate (the stages show their own)"
     parts = ", ".join(f"{stage} {_duration(s)}" for stage, s in seconds.items())

@@ -45,7 +45,15 @@ from infer.coverage import Canvas, bounded_path, near_depth
 from infer.finetune import NOT_IN_RESULT, FinetuneConfig, Resumable, finetune
 from infer.media import plot_paths, write_output
 from infer.planar import JOIN_FRAMES, induced_similarity, planar_corrections, similarity_steps, to_size, warp
-from infer.posing import DecodedClip, PosedClip, Segment, WorkFolderError, cache_key, decode_and_pose
+from infer.posing import (
+    MIN_FRAMES,
+    DecodedClip,
+    PosedClip,
+    Segment,
+    WorkFolderError,
+    cache_key,
+    decode_and_pose,
+)
 from infer.presets import announcement, clip_frames, estimate_seconds
 from infer.rerender import RenderConfig, SegmentRenderer
 from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_path, min_acceleration_path
@@ -660,8 +668,14 @@ def run_readout(
     device, timer = pick_device(config.device), StageTimer()
     renderer = resolve_backend(config.backend, device)  # builds its kernels now, not mid-stage
     estimate = estimate_seconds(config, info, device, evaluate_output)
-    line = announcement(config.preset, device, clip_frames(config, info), estimate)
-    print(f"gavs-stabilize: {line}", file=sys.stderr)  # also when quiet: one line, before the work
+    if checkpoint is not None:
+        initial_network(config, checkpoint)  # a release that does not load fails here, not after SfM
+    frames = clip_frames(config, info)
+    if 0 < frames < MIN_FRAMES:  # known from the container: fail before any work or announcement
+        raise VideoError(f"{video}: {frames} frames; stabilizing needs at least {MIN_FRAMES}")
+    if not cached_only:  # one line before the work, also when quiet
+        program = "gavs-stabilize" if readout is STABILIZED else "gavs-render"
+        print(f"{program}: {announcement(config.preset, device, frames, estimate)}", file=sys.stderr)
     where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
     built = reconstruct(
         video, config, timer=timer, warn=warn, cached_only=cached_only, check=readout.check, **where

@@ -165,7 +165,8 @@ def configured(args: argparse.Namespace, overrides: list[str]) -> StabilizeConfi
     chosen = [resolve_preset("stabilize", args.config)] if args.config else []
     device = pick_device(load_config(StabilizeConfig, chosen, overrides).device)
     name, path = preset_for(args.preset, device)
-    return load_config(StabilizeConfig, [path] * (path is not None) + chosen, [*overrides, f"preset={name}"])
+    layers = chosen if path is None else [path, *chosen]
+    return load_config(StabilizeConfig, layers, [*overrides, f"preset={name}"])
 
 
 def main(argv: list[str] | None = None) -> int:

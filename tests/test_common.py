@@ -101,7 +101,8 @@ def test_flags_take_type_choices_and_help_from_the_dataclass():
 
 
 def test_presets_resolve_by_name_from_the_package(tmp_path):
-    assert preset_names("stabilize") == ["cpu-demo", "gavs"] and "tiny-cpu" in preset_names("pretrain")
+    assert preset_names("stabilize") == ["cpu", "cpu-demo", "fast", "gavs"]
+    assert "tiny-cpu" in preset_names("pretrain")
     path = resolve_preset("stabilize", "gavs")
     assert path.name == "gavs.yaml" and path.is_file()
     assert resolve_preset("stabilize", "gavs.yaml") == path
