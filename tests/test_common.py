@@ -109,9 +109,8 @@ def test_presets_resolve_by_name_from_the_package(tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text("strength: 2\n")
     assert resolve_preset("stabilize", own) == own  # a file wins
-    with pytest.raises(
-        ConfigError, match=r"nope: no such config file or stabilize preset \(presets: cpu-demo"
-    ):
+    expected = r"nope: no such config file or stabilize preset \(presets: cpu, cpu-demo, fast, gavs"
+    with pytest.raises(ConfigError, match=expected):
         resolve_preset("stabilize", "nope")
 
 

@@ -100,10 +100,11 @@ def left_running(children: list[psutil.Process]) -> list[psutil.Process]:
 
 def lines(stderr: str) -> list[str]:
     """stderr's lines, progress bars' redraws included (they end in a carriage return), after
-    the run's first line (its preset and estimate, printed before any work)."""
+    the run's first line when that is its preset and estimate, printed before any work."""
     found = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
-    assert found and found[0].startswith("gavs-stabilize: preset "), found
-    return found[1:]
+    first = r"gavs-(stabilize|render): (preset \S+|settings as given) on \w+: "
+    announced = found and re.match(first, found[0])
+    return found[1:] if announced else found
 
 
 def test_sigint_during_posing_stops_sfm_at_once(clip, tmp_path):
