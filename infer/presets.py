@@ -1,7 +1,7 @@
 """Presets chosen by device, and the time a run is expected to take, said before it starts.
 
 ``--preset default`` gives a CUDA device the config's defaults, GaVS's full finetuning, and a
-CPU the ``cpu`` preset, which keeps the quality targets at a fraction of the cost; ``fast``
+CPU the ``cpu`` preset, which keeps the quality targets with 1/30 of the finetuning; ``fast``
 (a few steps, a small working size) and ``gavs`` (GaVS's published setting, its smoothing
 included: ``configs/stabilize/gavs.yaml``) choose outright. A ``--config`` file and
 ``key=value`` overrides apply on top of the preset.

@@ -73,9 +73,9 @@ def parser() -> argparse.ArgumentParser:
         "--preset",
         choices=CHOICES,
         default="default",
-        help="default: GaVS's full finetuning on CUDA, the cpu preset on a CPU (same quality "
-        "targets, about a second a frame); fast: a quick preview; gavs: GaVS's published "
-        "setting. --config and key=value apply on top",
+        help="default: GaVS's full finetuning on CUDA, the cpu preset on a CPU (1/30 of "
+        "the finetuning renders, the same quality targets); fast: a quick preview; gavs: GaVS's "
+        "published setting. --config and key=value apply on top",
     )
     parser.add_argument("--config", help="a preset name or a YAML file, applied over --preset")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
