@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, from Debian's packages, for the real-SLURM tests
-# (tests/test_slurm.py). Needs root and apt. Idempotent: a second call finds it running.
+# (tests/test_slurm.py). Needs root and apt. Idempotent: a second call rewrites the config and
+# has the running daemons read it.
 #
 #   bash .ci/slurm.sh        # installs slurm-wlm and munge if absent, writes the config, starts
 #   sinfo                    # one node, idle, in partition "ci"
@@ -10,10 +11,6 @@
 # The node offers every core and 90% of the memory, in one partition.
 set -euo pipefail
 
-if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
-    echo "slurm: already running" >&2
-    exit 0
-fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -39,6 +36,8 @@ ClusterName=gavs-ci
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
+# a requeued job may start again this long after its credential was revoked (default 120 s)
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -59,7 +58,11 @@ NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
-pgrep -x slurmctld >/dev/null || slurmctld
+if pgrep -x slurmctld >/dev/null; then
+    scontrol reconfigure  # already running: take this config
+else
+    slurmctld
+fi
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 60); do
     if sinfo -h -o %T | grep -qx idle; then
