@@ -37,7 +37,8 @@ def _cluster_answers() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_cluster_answers() is not None, reason=str(_cluster_answers()))
+WHY_NOT = _cluster_answers()
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))
 # The templates ask for a GPU cluster's resources; one CI node has two cores and no GPU.
 SMALL_JOB = ["--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2", "--mem=6G"]
 
