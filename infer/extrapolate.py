@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data_prep.priors import compute_priors
+from data_prep.priors import dynamic_masks
+from infer.flows import PairFlows, consecutive
 from model.cameras import project, relative_pose, transform_points, unproject_depth
 from model.gaussians import Gaussians
 
@@ -50,6 +51,17 @@ def _pull(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     )
 
 
+def _consecutive_flows(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Forward and backward flow ``[T-1, H, W, 2]`` float16 between consecutive frames, and
+    where each fails the forward-backward test ``[T-1, H, W]``."""
+    steps = consecutive(len(frames))
+    back = [(b, a) for a, b in steps]
+    with PairFlows(frames, steps) as flows:
+        forward, backward = (np.stack([flows.flow(*p, dtype=np.float16) for p in ps]) for ps in (steps, back))
+        occluded = [np.stack([~flows.trusted(*p) for p in ps]) for ps in (steps, back)]
+    return forward, backward, *occluded
+
+
 def static_masks(
     frames: np.ndarray, K: np.ndarray, c2w: np.ndarray, dilation: int, propagate: int
 ) -> np.ndarray:
@@ -62,13 +74,13 @@ def static_masks(
     """
     if len(frames) < 2:
         return np.ones(frames.shape[:3], bool)
-    flow, masks = compute_priors(frames, K, c2w)
-    dynamic = masks["dynamic"]
+    forward, backward, *occluded = _consecutive_flows(frames)
+    dynamic = dynamic_masks(forward, backward, *occluded, K, c2w)
     for _ in range(propagate):
         grown = dynamic.copy()
         for t in range(len(frames) - 1):
-            grown[t] |= _pull(dynamic[t + 1], flow["forward"][t])
-            grown[t + 1] |= _pull(dynamic[t], flow["backward"][t])
+            grown[t] |= _pull(dynamic[t + 1], forward[t])
+            grown[t + 1] |= _pull(dynamic[t], backward[t])
         dynamic = grown
     dynamic = dynamic.astype(np.uint8)
     if dilation > 0:

@@ -28,10 +28,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,9 +40,9 @@ from tqdm import tqdm
 from common import interrupt
 from common.atomic import atomic_path, remove
 from common.schedule import warmup_cosine
-from data_prep.priors import occlusion
 from data_prep.schema import ClipPoses
 from infer.canvas import pad_amounts, pad_canvas
+from infer.flows import PairFlows
 from model.cameras import pixel_centers, project, relative_pose, unproject
 from model.losses import (
     frame_points,
@@ -101,13 +99,20 @@ class FinetuneConfig:
     """Seconds between resumable checkpoints (weights, optimizer, step, random state) in the
     work folder, so a stopped run continues where it was; 0 saves after every step. Not part
     of the result's cache key."""
+    flow_memory_mb: float = 256.0
+    """Megabytes of flows kept in memory; beyond it they go to a temporary file in the work
+    folder (about 290 kB a pair direction at 320x180). Not part of the result's cache key."""
     log_every: int = 10
     """Steps between reading the loss terms back from the device for the progress bar (each
     read waits for the device to finish); the curve still holds every step. Not part of the
     result's cache key."""
 
 
-NOT_IN_RESULT = ("checkpoint_every_s", "log_every")  # FinetuneConfig fields the weights do not depend on
+NOT_IN_RESULT = (
+    "checkpoint_every_s",
+    "flow_memory_mb",
+    "log_every",
+)  # FinetuneConfig fields the weights do not depend on
 
 
 def step_count(frames: int, config: FinetuneConfig) -> int:
@@ -115,26 +120,39 @@ def step_count(frames: int, config: FinetuneConfig) -> int:
     return int(steps if config.max_steps is None else min(config.max_steps, steps))
 
 
-class FlowCache:
-    """DIS flow and its forward-backward occlusion mask between frame pairs, computed on demand."""
+def finetune_windows(count: int, config: FinetuneConfig) -> list[tuple[list[int], list[list[int]]]]:
+    """Every step's window, drawn up front from the seed: sources (``batch`` frames at one of
+    the strides) and ``neighbours`` targets for each, within ``max_offset`` frames. Knowing them
+    before the first step lets every flow they compare be computed once (``infer.flows``)."""
+    rng = random.Random(config.seed)
+    strides = [s for s in config.strides if s * (min(config.batch, count) - 1) < count] or [1]
+    windows = []
+    for _ in range(step_count(count, config)):
+        stride = rng.choice(strides)
+        size = min(config.batch, (count - 1) // stride + 1)
+        start = rng.randrange(count - stride * (size - 1))
+        sources = [start + stride * i for i in range(size)]
+        targets = []
+        for s in sources:
+            near = [
+                t
+                for t in range(max(0, s - config.max_offset), min(count, s + config.max_offset + 1))
+                if t != s
+            ]
+            targets.append(rng.sample(near, min(config.neighbours, len(near))))
+        width = min(len(t) for t in targets)
+        windows.append((sources, [t[:width] for t in targets]))
+    return windows
 
-    def __init__(self, frames: np.ndarray) -> None:
-        gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
-        # A closure, not a cached bound method: that would make the cache refer back to this
-        # object, and the cycle would keep a segment's frames and flows (up to 512 of them)
-        # alive until Python's cycle collector ran, one more set per segment of a long clip.
-        def flow(a: int, b: int) -> np.ndarray:
-            return dis.calc(gray[a], gray[b], None)
-
-        self.flow = lru_cache(maxsize=512)(flow)
-
-    def pair(self, a: int, b: int) -> tuple[Tensor, Tensor]:
-        """Flow a -> b ``[H, W, 2]`` and ``[H, W]`` True where it is trustworthy (consistent, inside)."""
-        forward, backward = self.flow(a, b), self.flow(b, a)
-        occluded = occlusion(forward[None], backward[None])[0]  # prep's forward-backward test
-        return torch.from_numpy(forward), torch.from_numpy(~occluded)
+def window_pairs(windows: list[tuple[list[int], list[list[int]]]]) -> list[tuple[int, int]]:
+    """The frame pairs the windows' losses compare: each source with its targets (the
+    photometric terms) and the first source with the others (the consistency term)."""
+    pairs = set()
+    for sources, targets in windows:
+        pairs |= {(a, t) for a, row in zip(sources, targets, strict=True) for t in row}
+        pairs |= {(sources[0], s) for s in sources[1:]}
+    return sorted(pairs)
 
 
 def _sample(image: Tensor, uv: Tensor) -> Tensor:
@@ -245,6 +263,8 @@ class ClipFinetuner:
         pad: float,
         backend: Backend,
         device: torch.device,
+        scratch: Path | None = None,
+        progress: bool = False,
     ) -> None:
         self.net, self.config, self.device = net, config, device
         self.pad, self.backend = pad, backend
@@ -255,33 +275,26 @@ class ClipFinetuner:
         self.K = torch.from_numpy(poses.K).float().to(device)
         self.c2w = torch.from_numpy(poses.c2w).float().to(device)
         self.observations = torch.from_numpy(poses.observations).float().to(device)
-        self.flows = FlowCache(posed)
-        self.rng = random.Random(config.seed)
+        self.windows = finetune_windows(self.count, config)
+        self.total_steps = len(self.windows)
+        self.scratch, self.progress = scratch, progress
+        self.flows: PairFlows | None = None  # computed before the first step taken
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-        self.total_steps = step_count(self.count, config)
         self.pixels = pixel_centers(self.height, self.width, device=device)  # [H, W, 2]
 
     def _images(self, indices: Tensor) -> Tensor:
         """``[len(indices), 3, H, W]`` float frames in [0, 1]."""
         return self.frames[indices].float().div(255)
 
-    def _window(self) -> tuple[list[int], list[list[int]]]:
-        cfg = self.config
-        strides = [s for s in cfg.strides if s * (min(cfg.batch, self.count) - 1) < self.count] or [1]
-        stride = self.rng.choice(strides)
-        size = min(cfg.batch, (self.count - 1) // stride + 1)
-        start = self.rng.randrange(self.count - stride * (size - 1))
-        sources = [start + stride * i for i in range(size)]
-        targets = []
-        for s in sources:
-            near = [
-                t
-                for t in range(max(0, s - cfg.max_offset), min(self.count, s + cfg.max_offset + 1))
-                if t != s
-            ]
-            targets.append(self.rng.sample(near, min(cfg.neighbours, len(near))))
-        width = min(len(t) for t in targets)
-        return sources, [t[:width] for t in targets]
+    def compute_flows(self, first_step: int = 0) -> None:
+        """Every flow the steps from ``first_step`` on compare, at once (a resumed run skips
+        the steps already done)."""
+        posed = self.frames.permute(0, 2, 3, 1).cpu().numpy()
+        pairs = window_pairs(self.windows[first_step:])
+        memory_mb = self.config.flow_memory_mb
+        self.flows = PairFlows(
+            posed, pairs, scratch=self.scratch, memory_mb=memory_mb, progress=self.progress
+        )
 
     def _sparse_points(self, sources: list[int], rows: int, cols: int) -> tuple[Tensor, Tensor, Tensor]:
         """``uv [B, M, 2]`` in the padded canvas, ``depth [B, M]``, ``valid [B, M]``."""
@@ -370,7 +383,9 @@ class ClipFinetuner:
         lr = warmup_cosine(step, steps=self.total_steps - 1, lr=cfg.lr, min_lr=cfg.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        terms = self.losses(*self._window())
+        if self.flows is None:
+            self.compute_flows(step)
+        terms = self.losses(*self.windows[step])
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -378,17 +393,16 @@ class ClipFinetuner:
         return {k: v.detach() for k, v in terms.items()} | {"lr": lr}  # still on the device
 
     def state(self) -> dict:
-        """Everything the next step depends on besides the clip: optimizer and random state."""
+        """Everything the next step depends on besides the clip and its windows (drawn from the
+        seed): optimizer and random state."""
         return {
             "optimizer": self.optimizer.state_dict(),
-            "python_rng": self.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
 
     def load_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -459,14 +473,26 @@ def finetune(
     device: torch.device,
     progress: bool = True,
     resume: Resumable | None = None,
+    scratch: Path | None = None,
 ) -> list[dict[str, float]]:
     """Finetune ``net`` in place on the posed frames, seen on canvases padded by ``pad``;
     returns the per-step loss terms. With ``resume``, it continues from the newest checkpoint
-    there and saves one whenever ``resume`` says one is due."""
+    there and saves one whenever ``resume`` says one is due. Flows beyond the config's
+    ``flow_memory_mb`` go to a temporary file in ``scratch``."""
+    net = net.to(device).train()
     tuner = ClipFinetuner(
-        net.to(device).train(), frames, poses, config, pad=pad, backend=backend, device=device
+        net,
+        frames,
+        poses,
+        config,
+        pad=pad,
+        backend=backend,
+        device=device,
+        scratch=scratch,
+        progress=progress,
     )
     curve = resume.restore(tuner) if resume is not None else []
+    tuner.compute_flows(len(curve))
     total = tuner.total_steps
     bar = tqdm(total=total, initial=len(curve), desc="finetune", unit="step", disable=not progress)
     pending: list[dict] = []  # steps whose loss terms are still on the device
@@ -487,6 +513,7 @@ def finetune(
                 if pending:  # the checkpoint holds the curve so far
                     read_back()
                 resume.save(tuner, curve)
+    tuner.flows.close()
     net.eval()
     return curve
 

@@ -179,7 +179,7 @@ def finetuned_network(
     net, provenance = initial_network(config, checkpoint)
     tuning = {k: v for k, v in asdict(config.finetune).items() if k not in NOT_IN_RESULT}
     settings = (asdict(net.config), asdict(config.canvas), tuning, config.backend, config.seed)
-    folder = work_dir / "finetune" / cache_key("finetune/2", poses_key, provenance, *settings)
+    folder = work_dir / "finetune" / cache_key("finetune/3", poses_key, provenance, *settings)
     if (folder / "model.safetensors").is_file():
         curve = json.loads((folder / "curve.json").read_text())
         return Finetuned(load_predictor(folder).to(device), provenance, curve, cached=True)
@@ -198,6 +198,7 @@ def finetuned_network(
         device=device,
         progress=progress,
         resume=resume,
+        scratch=work_dir / "flows",
     )
     save_predictor(net, folder, extra={"clip": poses_key}, files={"curve.json": json.dumps(curve)})
     remove(resume.folder)

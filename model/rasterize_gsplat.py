@@ -6,10 +6,14 @@ All views of a call go to gsplat in one call, with the batch dims as gsplat 1.5.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 import time
 import warnings
 from functools import cache
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -19,20 +23,58 @@ from model.rasterize_torch import EPS2D
 TILE_SIZE = 16  # gsplat's CUDA kernels are tuned for 16x16 tiles
 
 
+def toolkit_of(nvcc: str) -> Path | None:
+    """The CUDA toolkit folder the ``nvcc`` command really runs from, as nvcc reports it
+    (``_HERE_``, its bin folder, in a dry run), or None when it cannot tell."""
+    try:
+        dry = subprocess.run(
+            [nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in dry.stderr.splitlines():
+        if line.startswith("#$ _HERE_="):
+            return Path(line.split("=", 1)[1]).parent
+    return None
+
+
+def point_torch_at_the_toolkit() -> None:
+    """Set ``CUDA_HOME`` when torch would guess it wrong. Unset, torch takes the parent of the
+    folder of the ``nvcc`` on PATH; a wrapper script such as ``/usr/local/bin/nvcc`` (on our
+    machines: ``exec /usr/local/cuda-13.0/bin/nvcc``) makes that ``/usr/local``, which has no
+    ``cuda_runtime.h``, and gsplat's host files fail to compile."""
+    nvcc = shutil.which("nvcc")
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or nvcc is None:
+        return
+    if (Path(nvcc).resolve().parents[1] / "include" / "cuda_runtime.h").is_file():
+        return
+    toolkit = toolkit_of(nvcc)
+    if toolkit is not None and (toolkit / "include" / "cuda_runtime.h").is_file():
+        os.environ["CUDA_HOME"] = str(toolkit)
+
+
 @cache
 def gsplat_available() -> bool:
-    """True when CUDA is usable, gsplat imports and its CUDA kernels load.
-
-    gsplat compiles its kernels on first use (minutes; cached by torch for later runs). This
-    call is where that happens, and it says so; when the build fails (no nvcc, a compile
-    error), it warns once and returns False, so ``auto`` renders with the PyTorch reference.
-    """
+    """True when CUDA is usable, gsplat imports and its CUDA kernels load (``build_kernels``)."""
     if not torch.cuda.is_available():
         return False
     try:
         import gsplat  # noqa: F401
     except ImportError:
         return False
+    return build_kernels()
+
+
+def build_kernels() -> bool:
+    """Build (or load, when torch has them cached) gsplat's CUDA kernels; needs nvcc, not a GPU.
+
+    gsplat compiles its kernels on first use (minutes). This call is where that happens, and
+    it says so; when the build fails (no nvcc, a compile error), it warns once and returns
+    False, so ``auto`` renders with the PyTorch reference. Without a GPU, set
+    ``TORCH_CUDA_ARCH_LIST`` (9.0 for an H100 or H200).
+    """
+    point_torch_at_the_toolkit()
     started = time.perf_counter()
     print("gavs: loading gsplat's CUDA kernels (the first run compiles them: minutes)", file=sys.stderr)
     try:

@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 import pytest
 
-from infer.finetune import FlowCache
+from infer.flows import PairFlows
 
 # 2000 heap blocks of 100 kB (under glibc's mmap threshold), each followed by a small live one
 # that pins the heap above it; freeing the large ones leaves about 200 MB resident.
@@ -35,12 +35,12 @@ def test_release_free_heap_returns_the_freed_blocks():
     assert freed - released > 150, (freed, released)  # of the 200 MB freed
 
 
-def test_a_segments_flow_cache_goes_when_its_finetuner_does():
+def test_a_segments_flows_go_when_their_store_does():
     """Reference counting alone frees it: a long clip finetunes segment after segment, and a
     cache kept alive by a reference cycle would hold each one's frames and flows until the
     cycle collector ran (measured: the finetune stage's peak grew 0.31 MB a frame)."""
     frames = np.random.default_rng(0).integers(0, 255, (3, 36, 64, 3), dtype=np.uint8)
-    cache = FlowCache(frames)
+    cache = PairFlows(frames, [(0, 1)])
     cache.pair(0, 1)
     alive = weakref.ref(cache)
     gc.disable()
