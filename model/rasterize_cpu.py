@@ -123,24 +123,36 @@ class _Composite(torch.autograd.Function):
 
 
 def rasterize_cpu(
-    means: Tensor,  # [V, N, 3]
-    quats: Tensor,  # [V, N, 4]
-    scales: Tensor,  # [V, N, 3]
-    opacities: Tensor,  # [V, N]
-    features: Tensor,  # [V, N, F]
-    viewmats: Tensor,  # [V, 4, 4]
-    Ks: Tensor,  # [V, 3, 3]
+    means: Tensor,  # [B, N, 3]
+    quats: Tensor,  # [B, N, 4]
+    scales: Tensor,  # [B, N, 3]
+    opacities: Tensor,  # [B, N]
+    features: Tensor,  # [B, N, F]
+    viewmats: Tensor,  # [B, C, 4, 4]: C cameras for each of the B Gaussian sets
+    Ks: Tensor,  # [B, C, 3, 3]
     width: int,
     height: int,
     near: float,
     far: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Same contract as ``rasterize_torch``: features ``[V, H, W, F]``, depth and alpha
-    ``[V, H, W]``, float32 on the CPU."""
-    means2d, conics, depths, radii, visible = project_ewa(
-        means, quats, scales, opacities, viewmats, Ks, width, height, near, far
+    """Features ``[B * C, H, W, F]``, depth and alpha ``[B * C, H, W]``, float32 on the CPU:
+    ``rasterize_torch``'s outputs for B Gaussian sets seen by C cameras each. The projection
+    broadcasts each set over its cameras (no copy of means, rotations or scales)."""
+    B, C = viewmats.shape[:2]
+    V, (N, F) = B * C, features.shape[1:]
+    projected = project_ewa(
+        means[:, None],
+        quats[:, None],
+        scales[:, None],
+        opacities[:, None],
+        viewmats,
+        Ks,
+        width,
+        height,
+        near,
+        far,
     )
-    V, N, F = features.shape
+    means2d, conics, depths, radii, visible = (t.flatten(0, 1) for t in projected)  # [V, N, ...]
     tiles_x, tiles_y = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
     with torch.no_grad():
         lists = (
@@ -153,7 +165,8 @@ def rasterize_cpu(
             TILE_SIZE,
         )
         starts, gauss = cpu_kernels().tile_lists(*lists)
-    with_depth = torch.cat([features, depths[..., None]], dim=-1)
+    per_view = features[:, None].expand(B, C, N, F).flatten(0, 1)
+    with_depth = torch.cat([per_view, depths[..., None]], dim=-1)
 
     def flat(t: Tensor, *shape: int) -> Tensor:
         return t.reshape(V * N, *shape).float().contiguous()
@@ -161,7 +174,7 @@ def rasterize_cpu(
     image, alpha = _Composite.apply(
         flat(means2d, 2),
         flat(conics, 3),
-        flat(opacities),
+        flat(opacities[:, None].expand(B, C, N)),
         flat(with_depth, F + 1),
         starts,
         gauss,

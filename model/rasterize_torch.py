@@ -41,38 +41,38 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22  # pixel x Gaussian pairs per chunk (about 16 M
 
 
 def project_ewa(
-    means: Tensor,  # [V, N, 3] world
-    quats: Tensor,  # [V, N, 4]
-    scales: Tensor,  # [V, N, 3]
-    opacities: Tensor,  # [V, N]
-    viewmats: Tensor,  # [V, 4, 4]
-    Ks: Tensor,  # [V, 3, 3]
+    means: Tensor,  # [..., N, 3] world
+    quats: Tensor,  # [..., N, 4]
+    scales: Tensor,  # [..., N, 3]
+    opacities: Tensor,  # [..., N]
+    viewmats: Tensor,  # [..., 4, 4]
+    Ks: Tensor,  # [..., 3, 3]
     width: int,
     height: int,
     near: float,
     far: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Project Gaussians into each view.
+    """Project Gaussians into each view; the leading dims ``...`` (one view each) broadcast, so
+    Gaussians ``[B, 1, N]`` seen by cameras ``[B, C]`` are projected without a copy per camera,
+    and their covariances are built once per set.
 
-    Returns ``means2d [V, N, 2]``, ``conics [V, N, 3]`` (a, b, c of the inverse 2D covariance),
-    ``depths [V, N]``, ``radii [V, N, 2]`` (int, per axis) and ``visible [V, N]`` (bool).
+    Returns ``means2d [..., N, 2]``, ``conics [..., N, 3]`` (a, b, c of the inverse 2D
+    covariance), ``depths [..., N]``, ``radii [..., N, 2]`` (int, per axis) and ``visible
+    [..., N]`` (bool).
     """
-    R = viewmats[:, None, :3, :3]
-    t = viewmats[:, None, :3, 3]
-    means_cam = (R @ means[..., None])[..., 0] + t
+    R = viewmats[..., :3, :3]  # [..., 3, 3]
+    t = viewmats[..., None, :3, 3]
+    # one [N, 3] x [3, 3] product per view: as R @ mean per Gaussian it was a batch of N
+    # matrix-vector products, which the CPU runs an order of magnitude slower
+    means_cam = means @ R.transpose(-1, -2) + t
     x, y, z = means_cam.unbind(-1)
     in_depth = (z >= near) & (z <= far)
     # Culled Gaussians still flow through the maths below; a safe z keeps their (unused)
     # gradients finite instead of 0 * inf = nan.
     z = torch.where(in_depth, z, torch.ones_like(z))
 
-    rot = quat_to_matrix(quats)
-    M = rot * scales[..., None, :]  # R @ diag(s)
-    cov_world = M @ M.transpose(-1, -2)
-    cov_cam = R @ cov_world @ R.transpose(-1, -2)
-
-    fx, fy = Ks[:, None, 0, 0], Ks[:, None, 1, 1]
-    cx, cy = Ks[:, None, 0, 2], Ks[:, None, 1, 2]
+    fx, fy = Ks[..., None, 0, 0], Ks[..., None, 1, 1]
+    cx, cy = Ks[..., None, 0, 2], Ks[..., None, 1, 2]
     tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
     margin = FOV_CLAMP - 1.0
     tx = z * torch.minimum(
@@ -81,18 +81,16 @@ def project_ewa(
     ty = z * torch.minimum(
         (height - cy) / fy + margin * tan_fovy, torch.maximum(-(cy / fy + margin * tan_fovy), y / z)
     )
-    zeros = torch.zeros_like(z)
-    J = torch.stack(
-        [
-            torch.stack([fx / z, zeros, -fx * tx / z**2], -1),
-            torch.stack([zeros, fy / z, -fy * ty / z**2], -1),
-        ],
-        dim=-2,
-    )  # [V, N, 2, 3]
-    cov2d = J @ cov_cam @ J.transpose(-1, -2)
-    a = cov2d[..., 0, 0] + EPS2D
-    b = cov2d[..., 0, 1]
-    c = cov2d[..., 1, 1] + EPS2D
+    # The 2D covariance J R S S^T R^T J^T (S = rotation @ diag(scales)) is A A^T with
+    # A = J (R S) [2, 3]. R S is one product per view over all Gaussians (einsum makes it a
+    # [3, 3] x [3, 3N] GEMM), and J's zeros make J (R S) two rows of R S combined elementwise.
+    M = quat_to_matrix(quats) * scales[..., None, :]  # [..., N, 3, 3], rotation @ diag(scales)
+    RM = torch.einsum("...ij,...njk->...nik", R, M)
+    row0 = (fx / z)[..., None] * RM[..., 0, :] - (fx * tx / z**2)[..., None] * RM[..., 2, :]
+    row1 = (fy / z)[..., None] * RM[..., 1, :] - (fy * ty / z**2)[..., None] * RM[..., 2, :]
+    a = (row0 * row0).sum(-1) + EPS2D  # the 2D covariance [[a, b], [b, c]], plus 0.3 px^2
+    b = (row0 * row1).sum(-1)
+    c = (row1 * row1).sum(-1) + EPS2D
     det = a * c - b * b
     ok_det = det > 0
     det = torch.where(ok_det, det, torch.ones_like(det))

@@ -35,7 +35,8 @@ def _per_view(
     rasterize: Callable[..., tuple[Tensor, Tensor, Tensor]],
 ) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
     """A rasterizer of one Gaussian set per view (``[V, N]``) as one of ``B`` sets seen by ``C``
-    cameras each: each set is repeated for its cameras. gsplat takes the batch dims itself."""
+    cameras each: each set is repeated for its cameras. gsplat and the cpu backend take the
+    batch dims themselves."""
 
     def batched(means, quats, scales, opacities, features, viewmats, Ks, *rest):
         n_cams = viewmats.shape[1]
@@ -52,7 +53,7 @@ def _per_view(
 # each: Gaussians [B, N, ...], cameras [B, C, ...] -> features [B * C, H, W, F], depth, alpha [B * C, H, W]
 RASTERIZERS = {
     "torch": _per_view(rasterize_torch),
-    "cpu": _per_view(rasterize_cpu),
+    "cpu": rasterize_cpu,
     "gsplat": rasterize_gsplat,
 }
 

@@ -15,21 +15,24 @@ from model.cameras import make_intrinsics
 from model.random_scene import random_scene
 from model.rasterize_cpu import cpu_kernels, cpu_kernels_available, rasterize_cpu
 from model.rasterize_torch import TILE_SIZE, _tile_intersections, project_ewa, rasterize_torch
+from model.render import RASTERIZERS
 
 pytestmark = pytest.mark.skipif(not cpu_kernels_available(), reason="the C++ kernel did not build here")
 
 
-def scene(count: int, width: int, height: int, views: int, features: int, seed: int = 0):
-    """``views`` random scenes of ``count`` Gaussians with ``features`` channels, as
-    ``rasterize_*`` take them, each seen from a slightly moved camera."""
+def scene(count: int, width: int, height: int, views: int, features: int, seed: int = 0, cameras: int = 1):
+    """``views`` random scenes of ``count`` Gaussians with ``features`` channels, each seen
+    from ``cameras`` slightly moved cameras: Gaussians ``[views, N]``, cameras ``[views,
+    cameras]``, as the renderer's backends take them (``model.render.RASTERIZERS``)."""
     sets = [random_scene(count, width, height, seed=seed + v) for v in range(views)]
     stack = {name: torch.stack([getattr(g, name) for g, _ in sets]) for name in ("means", "quats", "scales")}
     opacities = torch.stack([g.opacities for g, _ in sets])
     colours = torch.stack([g.colors for g, _ in sets])
     extra = torch.rand(views, count, features, generator=torch.Generator().manual_seed(seed))
-    viewmats = torch.eye(4).repeat(views, 1, 1)
-    viewmats[:, 0, 3] = torch.linspace(-0.2, 0.2, views)
-    Ks = torch.stack([K for _, K in sets])
+    viewmats = torch.eye(4).repeat(views, cameras, 1, 1)
+    viewmats[..., 0, 3] = torch.linspace(-0.2, 0.2, views * cameras).view(views, cameras)
+    viewmats[..., 1, 3] = torch.linspace(0.1, -0.1, cameras)
+    Ks = torch.stack([K for _, K in sets])[:, None].expand(views, cameras, 3, 3)
     return stack, opacities, torch.cat([colours, extra], -1), viewmats, Ks
 
 
@@ -37,7 +40,8 @@ def both(inputs, width, height):
     stack, opacities, features, viewmats, Ks = inputs
     leaves = [t.clone().requires_grad_() for t in (stack["means"], stack["scales"], opacities, features)]
     out = {}
-    for name, rasterize in (("torch", rasterize_torch), ("cpu", rasterize_cpu)):
+    for name in ("torch", "cpu"):
+        rasterize = RASTERIZERS[name]
         copies = [t.detach().clone().requires_grad_() for t in leaves]
         means, scales, opac, feats = copies
         image, depth, alpha = rasterize(
@@ -53,7 +57,16 @@ def both(inputs, width, height):
 def test_the_tile_lists_are_the_references():
     stack, opacities, _, viewmats, Ks = scene(1500, 70, 45, views=3, features=0)
     projected = project_ewa(
-        stack["means"], stack["quats"], stack["scales"], opacities, viewmats, Ks, 70, 45, 0.01, 1e10
+        stack["means"],
+        stack["quats"],
+        stack["scales"],
+        opacities,
+        viewmats[:, 0],
+        Ks[:, 0],
+        70,
+        45,
+        0.01,
+        1e10,
     )
     means2d, _, depths, radii, visible = (t.detach() for t in projected)
     depths[0, :100] = depths[0, 100]  # ties: front to back, then in id order
@@ -70,13 +83,14 @@ def test_the_tile_lists_are_the_references():
 
 
 @pytest.mark.parametrize(
-    ("count", "width", "height", "views", "features"),
-    # odd sizes (part tiles), several views and feature channels; 97-98% of pixels saturate
-    # (the transmittance stop), and a sparse scene that leaves most of the image uncovered
-    [(300, 61, 43, 1, 0), (800, 96, 72, 3, 3), (2000, 64, 48, 2, 5), (25, 64, 48, 1, 2)],
+    ("count", "width", "height", "views", "features", "cameras"),
+    # odd sizes (part tiles), several sets, cameras per set and feature channels; 97-98% of
+    # pixels saturate (the transmittance stop), and a sparse scene that leaves most of the
+    # image uncovered
+    [(300, 61, 43, 1, 0, 1), (800, 96, 72, 3, 3, 2), (2000, 64, 48, 2, 5, 3), (25, 64, 48, 1, 2, 1)],
 )
-def test_images_and_gradients_match_the_reference(count, width, height, views, features):
-    out = both(scene(count, width, height, views, features), width, height)
+def test_images_and_gradients_match_the_reference(count, width, height, views, features, cameras):
+    out = both(scene(count, width, height, views, features, cameras=cameras), width, height)
     (ref_image, ref_depth, ref_alpha, ref_grads), (image, depth, alpha, grads) = out["torch"], out["cpu"]
     torch.testing.assert_close(image, ref_image, atol=1e-5, rtol=0)
     torch.testing.assert_close(alpha, ref_alpha, atol=1e-5, rtol=0)
@@ -96,7 +110,8 @@ def test_a_single_saturating_stack_stops_where_the_reference_stops():
     features = torch.eye(5)[None]
     K = make_intrinsics(40.0, 40.0, 16.0, 16.0, dtype=torch.float32)[None]
     args = (means, quats, scales, opacities, features, torch.eye(4)[None], K, 32, 32, 0.01, 1e10)
-    reference, fast = rasterize_torch(*args), rasterize_cpu(*args)
+    reference = rasterize_torch(*args)
+    fast = rasterize_cpu(*args[:5], args[5][None], args[6][None], *args[7:])  # one set, one camera
     for ref, got in zip(reference, fast, strict=True):
         torch.testing.assert_close(got, ref, atol=2e-6, rtol=1e-6)
     centre = fast[0][0, 16, 16]
