@@ -49,6 +49,9 @@ class PairFlows:
         scratch: folder for the temporary file when the rows exceed ``memory_mb``.
     """
 
+    file: int | None = None  # the temporary file's descriptor; a class default, so close() works
+    # even when the constructor stopped before opening it
+
     def __init__(
         self,
         frames: np.ndarray,
