@@ -69,7 +69,6 @@ class PairFlows:
         self.rows = {p: i for i, p in enumerate(d for a, b in wanted for d in ((a, b), (b, a)))}
         total = len(self.rows) * self.row_bytes
         self.memory: np.ndarray | None = None
-        self.file: int | None = None
         if total <= memory_mb * 2**20 or scratch is None:
             self.memory = np.empty((len(self.rows), self.row_bytes), np.uint8)
         else:
