@@ -11,6 +11,7 @@ for the one line the command prints (``interrupted_line``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -171,7 +172,10 @@ class Child:
     def close(self, *, kill: bool = False) -> None:
         if kill:
             self.process.kill()
-        self.process.stdin.close()
+        # a stop that came while a call was being sent leaves part of it in the buffer: the
+        # killed child cannot take it, and that is no error of its own to raise over the stop
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
         self.process.wait()
         self.process.stdout.close()
 

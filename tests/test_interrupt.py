@@ -309,6 +309,16 @@ def test_a_child_runs_calls_and_raises_their_errors():
     assert process.returncode == 0
 
 
+def test_a_stop_while_a_call_is_sent_raises_the_stop_not_a_broken_pipe():
+    """The stop came with part of a call still in the pipe's buffer, and the child died
+    before the buffer was flushed: the command still sees the stop (CI once saw exit 2)."""
+    with pytest.raises(interrupt.Interrupted), interrupt.Child() as child:
+        child.process.stdin.write(b"part of a pickled call")
+        child.process.kill()
+        child.process.wait()
+        raise interrupt.Interrupted(signal.SIGINT)
+
+
 def test_a_stop_during_posing_keeps_the_shots_already_posed(tmp_path):
     """Two shots; stopped once the first is posed. The rerun takes shot 0 from the work
     folder: a mark put into its stored reason comes through to the final record."""
@@ -320,7 +330,7 @@ def test_a_stop_during_posing_keeps_the_shots_already_posed(tmp_path):
     code, stderr, _, _ = job.stop(signal.SIGINT)
     assert code == 130 and lines(stderr)[-1].startswith(
         "gavs-stabilize: interrupted during posing, shot 2 of 2"
-    )
+    ), (code, stderr)
     [kept] = work.glob("poses/*.shots/shot-0/segments.json")
     records = json.loads(kept.read_text())
     records[0]["reason"] += " (kept)"
