@@ -12,8 +12,10 @@ reconstruction was multiplied by (rotation-only poses have no depth, so their sc
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -53,9 +55,9 @@ class PoseConfig:
     min_triangulation_angle_deg: float = (
         0.5  # COLMAP's 1 degree leaves handheld clips with a handful of points
     )
-    # Threads for feature extraction (-1: all cores); matching and the mappers run on one.
-    # The poses do not depend on it (tests/test_poses.py): parallel extraction numbers the
-    # images in the order its threads finish, so they are renumbered in frame order.
+    # Threads for feature extraction and verification (-1: all cores); descriptor matching
+    # and the mappers run on one.
+    # The poses do not depend on it (tests/test_poses.py; see _extract_and_match).
     num_threads: int = -1
     seed: int = 0
     verbose: bool = False  # COLMAP's own log; off by default (failures are reported as PoseError)
@@ -100,10 +102,12 @@ def _pinned(options, config: PoseConfig):
 
 
 def _extract_and_match(database: Path, images: Path, config: PoseConfig) -> None:
-    """SIFT features of ``images`` on ``config.num_threads`` threads (the result does not
-    depend on the count: see ``_in_name_order``), then verified sequential matches on one:
-    on several, the pairs' RANSAC draws come out in another order now and then (1 run in
-    10 gave other poses)."""
+    """SIFT features of ``images`` and their verified sequential matches. Extraction and
+    verification run on ``config.num_threads`` threads, and the result does not depend on
+    the count: ``_in_name_order`` undoes extraction's numbering, and ``_verify`` seeds each
+    pair's RANSAC on its own. Descriptor matching, the cheapest part (a quarter of the
+    matching time), stays on one thread: its approximate nearest-neighbour search gave
+    other matches on several (one match in 9 of a clip's 1425 pairs, and other poses)."""
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = config.camera_model
     extraction = _pinned(pycolmap.FeatureExtractionOptions(), config)
@@ -120,15 +124,49 @@ def _extract_and_match(database: Path, images: Path, config: PoseConfig) -> None
     )
     _in_name_order(unordered, database)
     unordered.unlink()
-    one = replace(config, num_threads=1)
-    pairing = _pinned(pycolmap.SequentialPairingOptions(), one)
+    pairing = _pinned(pycolmap.SequentialPairingOptions(), replace(config, num_threads=1))
     pairing.overlap = config.sequential_overlap
     pairing.quadratic_overlap = config.quadratic_overlap
-    matching = _pinned(pycolmap.FeatureMatchingOptions(), one)
-    verification = _pinned(pycolmap.TwoViewGeometryOptions(), one)
-    pycolmap.match_sequential(
-        database, matching_options=matching, pairing_options=pairing, verification_options=verification
-    )
+    matching = _pinned(pycolmap.FeatureMatchingOptions(), replace(config, num_threads=1))
+    matching.skip_geometric_verification = True
+    pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing)
+    _verify(database, config)
+
+
+def _verify(database: Path, config: PoseConfig, chunk: int = 512) -> None:
+    """Two-view geometry of every matched pair in ``database``, on ``config.num_threads``
+    threads (pycolmap releases the GIL), written in pair order.
+
+    COLMAP's own verifier on several threads gives other geometries from run to run (4 of 4
+    runs on a 210-frame clip), and the mappers then give other poses. Each call here builds
+    its RANSAC from the pinned seed, so every pair gets what COLMAP's verifier gives it on
+    one thread, on any count (tests/test_poses.py). ``chunk`` pairs are in flight at once,
+    so a long clip's keypoints are never all in memory.
+    """
+    options = _pinned(pycolmap.TwoViewGeometryOptions(), replace(config, num_threads=1))
+    threads = config.num_threads if config.num_threads > 0 else os.cpu_count()
+    db = pycolmap.Database.open(str(database))
+    try:
+        cameras = {camera.camera_id: camera for camera in db.read_all_cameras()}
+        camera_of = {image.image_id: cameras[image.camera_id] for image in db.read_all_images()}
+        pair_ids, matches = db.read_all_matches()
+        with ThreadPoolExecutor(threads) as pool:
+            for start in range(0, len(pair_ids), chunk):
+                pairs = [pycolmap.pair_id_to_image_pair(p) for p in pair_ids[start : start + chunk]]
+                # The database is read on this thread only.
+                points = {i: db.read_keypoints(i)[:, :2].astype(np.float64) for pair in pairs for i in pair}
+                calls = [
+                    (camera_of[a], points[a], camera_of[b], points[b], pair_matches, options)
+                    for (a, b), pair_matches in zip(pairs, matches[start : start + chunk], strict=True)
+                ]
+                for (a, b), result in zip(pairs, pool.map(_two_view_geometry, calls), strict=True):
+                    db.write_two_view_geometry(a, b, result)
+    finally:
+        db.close()
+
+
+def _two_view_geometry(call: tuple) -> pycolmap.TwoViewGeometry:
+    return pycolmap.estimate_two_view_geometry(*call)
 
 
 def _in_name_order(source: Path, target: Path) -> None:

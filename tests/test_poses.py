@@ -1,12 +1,22 @@
 """Poses from pycolmap SfM and the rotation-only fallback, checked against ground truth."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pycolmap
 import pytest
 import torch
 
-from data_prep.poses import PoseConfig, PoseError, average_rotations, estimate_poses
+from data_prep.poses import (
+    PoseConfig,
+    PoseError,
+    _extract_and_match,
+    _pinned,
+    _write_frames,
+    average_rotations,
+    estimate_poses,
+)
 from data_prep.synthetic import SyntheticConfig, generate
 from data_prep.video import read_video
 from model.cameras import align_poses, axis_angle_to_matrix, rotation_angle
@@ -83,10 +93,10 @@ def test_rotation_averaging_is_exact_on_consistent_input():
 
 @pytest.mark.parametrize("method", ["global", "incremental"])
 def test_poses_are_the_same_on_any_number_of_threads_to_the_last_bit(method):
-    # Extraction runs on every core; before the images were renumbered in frame order, two
-    # extraction threads gave other poses every time (the mappers depend on the images'
-    # numbering). Matching on two threads gave other poses in 1 run of 10, and a mapper on
-    # two threads differs in the last bits (1e-14), so both stay on one.
+    # Extraction and verification run on every core; before the images were renumbered in
+    # frame order, two extraction threads gave other poses every time (the mappers depend on
+    # the images' numbering), and matching on two threads gave other poses in 1 run of 10.
+    # A mapper on two threads differs in the last bits (1e-14), so it stays on one.
     clip = generate(SyntheticConfig(width=192, height=108, num_frames=16, seed=5), progress=False)
     runs = [estimate_poses(clip.frames, PoseConfig(num_threads=n, methods=(method,))) for n in (1, 2, 2, 4)]
     assert all(run.pose_method == method for run in runs)
@@ -145,3 +155,34 @@ def test_a_runaway_focal_length_is_not_acceptable():
 
     assert "implausible field of view" in _acceptable(poses(7220.0), PoseConfig(), 30, 128)
     assert _acceptable(poses(110.0), PoseConfig(), 30, 128) is None
+
+
+def test_parallel_verification_gives_colmaps_own_one_thread_result(tmp_path):
+    # _verify replaces COLMAP's verifier, which is deterministic only on one thread: every
+    # pair must come out as that verifier gives it, to the last bit.
+    clip = generate(SyntheticConfig(width=192, height=108, num_frames=16, seed=5), progress=False)
+    images = tmp_path / "images"
+    _write_frames(clip.frames, images)
+    ours, theirs = tmp_path / "ours.db", tmp_path / "theirs.db"
+    _extract_and_match(ours, images, PoseConfig(num_threads=2))
+    shutil.copy(ours, theirs)
+    db = pycolmap.Database.open(str(theirs))
+    db.clear_two_view_geometries()
+    db.close()
+    one = _pinned(pycolmap.GeometricVerifierOptions(), PoseConfig(num_threads=1))
+    geometry = _pinned(pycolmap.TwoViewGeometryOptions(), PoseConfig(num_threads=1))
+    pycolmap.geometric_verification(theirs, verifier_options=one, two_view_geometry_options=geometry)
+    read = {}
+    for name in (ours, theirs):
+        db = pycolmap.Database.open(str(name))
+        ids, geometries = db.read_two_view_geometries()
+        read[name] = dict(zip(ids, geometries, strict=True))
+        db.close()
+    assert read[ours].keys() == read[theirs].keys() and len(read[ours]) > 16
+    assert sum(g.config == pycolmap.TwoViewGeometryConfiguration.DEGENERATE for g in read[ours].values()) < 16
+    for pair, mine in read[ours].items():
+        colmap = read[theirs][pair]
+        assert mine.config == colmap.config
+        assert np.array_equal(mine.inlier_matches, colmap.inlier_matches)
+        for matrix in ("F", "E", "H"):
+            assert np.array_equal(getattr(mine, matrix), getattr(colmap, matrix))
