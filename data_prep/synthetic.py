@@ -4,7 +4,8 @@ A textured scene of rectangles (a back wall, a floor and boxes, optionally one b
 is ray-cast analytically, not through the Gaussian renderer, so tests of the renderer and of
 reconstruction are not circular. The camera follows a smooth dolly past the scene, perturbed by
 a controllable handheld-style shake (a few incommensurate sinusoids in rotation and
-translation). The clip carries its true intrinsics, both camera paths (shaky and smooth), per-
+translation), and optionally a strong rotational hand shake (``hand_shake_deg``: band-limited
+noise at 1-8 Hz). The clip carries its true intrinsics, both camera paths (shaky and smooth), per-
 frame z-depth and the mask of pixels that show the moving object.
 
 With ``layout="random"`` (``random_config``), the room, its light and moving boxes and the
@@ -39,6 +40,7 @@ FLOOR_Y = 1.5
 # as people and cars move in real footage): a diagonal path, so part of its motion leaves the
 # epipolar lines of the sideways dolly (motion along them is invisible to any two-view test).
 MOVING_VELOCITY = np.array([0.06, -0.06, 0.0])  # scene units per frame
+HAND_BAND_HZ = (1.0, 8.0)  # the band of a hand's rotational shake (strong-shake clips)
 
 
 @dataclass
@@ -52,6 +54,9 @@ class SyntheticConfig:
     pan: float = 0.72  # sideways sweep of the look-at point on the back wall, scene units
     shake_rotation_deg: float = 1.0  # peak rotational shake per axis
     shake_translation: float = 0.03  # peak translational shake per axis, scene units
+    # Rotational hand shake added on top, RMS per axis, degrees: band-limited noise between 1
+    # and 8 Hz. 0.9 makes a strong-shake clip like ../shared/clips/strong-shake-5.mp4.
+    hand_shake_deg: float = 0.0
     moving_object: bool = False
     push: float = 0.0  # forward travel towards the back wall over the clip, scene units
     # "fixed": the reference room (four boxes, even light); "random": a room drawn from the seed
@@ -285,6 +290,22 @@ def _shake(rng: np.random.Generator, num_frames: int, fps: float, amplitude: flo
     return amplitude * waves.sum(-1) / weights.sum(-1)[None]
 
 
+def _hand_shake(rng: np.random.Generator, num_frames: int, fps: float, rms: float) -> np.ndarray:
+    """``[T, 3]`` hand-tremor-like jitter: per axis, white noise kept only between
+    ``HAND_BAND_HZ``, scaled to an RMS of exactly ``rms``."""
+    bins = num_frames // 2 + 1
+    spectrum = rng.normal(size=(bins, 3)) + 1j * rng.normal(size=(bins, 3))
+    freqs = np.fft.rfftfreq(num_frames, 1 / fps)
+    spectrum[(freqs < HAND_BAND_HZ[0]) | (freqs > HAND_BAND_HZ[1])] = 0
+    waves = np.fft.irfft(spectrum, n=num_frames, axis=0)
+    if not waves.any():
+        raise ValueError(
+            f"hand shake: {num_frames} frames at {fps:g} fps hold no frequency between "
+            f"{HAND_BAND_HZ[0]:g} and {HAND_BAND_HZ[1]:g} Hz; make the clip longer"
+        )
+    return rms * waves / np.sqrt((waves**2).mean(0))
+
+
 def intended_path(config: SyntheticConfig) -> np.ndarray:
     """``[T, 4, 4]`` smooth camera-to-world path: a sideways dolly with a slow pan, and
     ``push`` forward.
@@ -306,6 +327,8 @@ def generate(config: SyntheticConfig, progress: bool | None = None) -> Synthetic
     smooth = intended_path(config)
     rot = np.deg2rad(_shake(rng, config.num_frames, config.fps, config.shake_rotation_deg))
     trans = _shake(rng, config.num_frames, config.fps, config.shake_translation)
+    if config.hand_shake_deg > 0:  # drawn last: clips without it stay as they were
+        rot += np.deg2rad(_hand_shake(rng, config.num_frames, config.fps, config.hand_shake_deg))
     shake = make_pose(axis_angle_to_matrix(torch.from_numpy(rot)), torch.from_numpy(trans)).numpy()
     c2w = smooth @ shake  # the shake acts in the camera's own frame, like a hand holding it
     frames, depth, dynamic = _render(scene, config, c2w, np.arange(config.num_frames), progress)
@@ -396,13 +419,21 @@ def main(argv: list[str] | None = None) -> None:
         "--shake-deg", type=float, default=defaults.shake_rotation_deg, help="peak rotational shake"
     )
     parser.add_argument("--shake-translation", type=float, default=defaults.shake_translation)
+    parser.add_argument(
+        "--hand-shake-deg",
+        type=float,
+        default=defaults.hand_shake_deg,
+        help="strong-shake mode: rotational hand shake at 1-8 Hz added on top, RMS per axis in "
+        "degrees (0.9 is like ../shared/clips/strong-shake-5.mp4; 0: none)",
+    )
     parser.add_argument("--moving-object", action="store_true", help="add a box that crosses the scene")
     parser.add_argument(
         "--layout",
         choices=["fixed", "random"],
         default="fixed",
         help="fixed: the reference room and dolly; random: a room, light and camera motion drawn "
-        "from --seed (the shake and moving-object options are then drawn too)",
+        "from --seed (the shake and moving-object options are then drawn too, all but "
+        "--hand-shake-deg)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -411,7 +442,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--width and --height must be even and at least 16 (H.264 needs even sizes)")
     if args.frames < 2:
         parser.error("--frames must be at least 2")
+    if args.hand_shake_deg < 0:
+        parser.error("--hand-shake-deg must be 0 or more")
     size = {"width": args.width, "height": args.height, "num_frames": args.frames, "fps": args.fps}
+    size["hand_shake_deg"] = args.hand_shake_deg
     if args.layout == "random":
         config = random_config(args.seed, **size)
     else:
@@ -422,7 +456,11 @@ def main(argv: list[str] | None = None) -> None:
             moving_object=args.moving_object,
             seed=args.seed,
         )
-    out = write_clip(generate(config, progress=False if args.quiet else None), args.out_dir, config)
+    try:
+        clip = generate(config, progress=False if args.quiet else None)
+    except ValueError as err:  # a setting generate() refuses, before any rendering
+        parser.error(str(err))
+    out = write_clip(clip, args.out_dir, config)
     print(f"wrote {out / 'video.mp4'}, {out / 'cameras.json'}, {out / 'depth.npz'}")
 
 

@@ -1,12 +1,14 @@
 """Coverage-aware smoothing: every virtual camera stays inside its source canvas, and the path
 is bent only where it has to be."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from scipy import sparse
 
-from data_prep.synthetic import SyntheticConfig, _shake
+from data_prep.synthetic import SyntheticConfig, _shake, generate
 from data_prep.synthetic import intended_path as true_path
 from infer.coverage import Canvas, _box_quadratic, _smooth_correction, bounded_path, deviations, overshoot
 from infer.trajectory import (
@@ -60,6 +62,24 @@ def test_bounded_path_covers_every_frame_and_stays_smooth():
     assert float(overshoot(c2w=shaky, virtual=path, canvas=CANVAS).max()) <= 0
     assert summary["overshoot_px_after"] <= 0 < summary["overshoot_px_before"]
     assert roughness(path) < 0.01 * roughness(shaky)  # measured 0.004
+
+
+def test_a_strong_shake_clip_overruns_the_fixed_canvas_far_more_than_ordinary_shake():
+    # The condition the adaptive canvas has to handle: the synthetic strong-shake mode (hand
+    # shake as in ../shared/clips/strong-shake-5.mp4) overruns the fixed 12% canvas at the
+    # default strength many times further, and bends nearly every frame. Poses do not depend
+    # on the image size.
+    config = SyntheticConfig(width=32, height=18, num_frames=150, supersample=1, seed=0)
+    bent = {}
+    for hand in (0.0, 0.9):
+        shaky = torch.from_numpy(generate(replace(config, hand_shake_deg=hand), progress=False).c2w)
+        smoothed = min_acceleration_path(shaky, strength=4)
+        bent[hand] = bounded_path(c2w=shaky, smoothed=smoothed, canvas=CANVAS, strength=4)[1]
+    # measured: the ordinary shake overshoots by 0.5 px and bends 84 frames a little; the
+    # strong one overshoots by 8.8 px and bends 149 of 150, as on the real strong-shake clip
+    assert bent[0.0]["overshoot_px_before"] < 1
+    assert bent[0.9]["overshoot_px_before"] > 5 and bent[0.9]["overshoot_px_after"] <= 0
+    assert bent[0.9]["frames_bent"] >= 0.95 * config.num_frames > bent[0.0]["frames_bent"]
 
 
 def test_a_path_that_fits_is_left_alone():

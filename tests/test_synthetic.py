@@ -1,6 +1,7 @@
 """Synthetic clips: the ground truth agrees with the pixels it was rendered from."""
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from model.cameras import (
     axis_angle_to_matrix,
     invert_pose,
     make_pose,
+    matrix_to_axis_angle,
     project,
     rotation_angle,
     transform_points,
@@ -85,6 +87,33 @@ def test_shake_is_what_was_asked_for(clip):
     calm = generate(still, progress=False)
     assert np.allclose(calm.c2w, calm.smooth_c2w)
     assert np.allclose(clip.c2w[:, :3, :3] @ clip.c2w[:, :3, :3].transpose(0, 2, 1), np.eye(3), atol=1e-12)
+
+
+def test_hand_shake_adds_band_limited_rotation_of_the_asked_rms_and_leaves_the_rest():
+    base = SyntheticConfig(width=32, height=32, num_frames=150, supersample=1, seed=2)
+    strong = replace(base, hand_shake_deg=0.9)
+    plain, shaken = generate(base, progress=False), generate(strong, progress=False)
+
+    def rotation_vectors(clip):
+        relative = torch.from_numpy(np.linalg.inv(clip.smooth_c2w) @ clip.c2w)
+        return np.rad2deg(matrix_to_axis_angle(relative[:, :3, :3]).numpy())
+
+    hand = rotation_vectors(shaken) - rotation_vectors(plain)  # the sines are drawn first, unchanged
+    assert np.allclose(np.sqrt((hand**2).mean(0)), 0.9, rtol=1e-6)  # per axis
+    power = np.abs(np.fft.rfft(hand, axis=0)) ** 2
+    freqs = np.fft.rfftfreq(len(hand), 1 / base.fps)
+    outside = (freqs < 1.0) | (freqs > 8.0)
+    assert power[outside].sum() < 1e-12 * power.sum()
+    assert power[(freqs > 6) & (freqs <= 8)].sum() > 0.1 * power.sum()  # not just the slow end
+    assert np.allclose(shaken.c2w[:, :3, 3], plain.c2w[:, :3, 3])  # rotation only
+
+
+def test_cli_refuses_a_hand_shake_the_clip_is_too_short_for(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "x"), "--frames", "2", "--hand-shake-deg", "0.9", "--quiet"])
+    assert exit_info.value.code != 0
+    assert "no frequency between 1 and 8 Hz" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_moving_object_is_masked_and_moves():
