@@ -57,6 +57,7 @@ class SyntheticConfig:
     # Rotational hand shake added on top, RMS per axis, degrees: band-limited noise between 1
     # and 8 Hz. 0.9 makes a strong-shake clip like ../shared/clips/strong-shake-5.mp4.
     hand_shake_deg: float = 0.0
+    roll_deg: float = 0.0  # the camera held rolled by this much about its optical axis throughout
     moving_object: bool = False
     push: float = 0.0  # forward travel towards the back wall over the clip, scene units
     # "fixed": the reference room (four boxes, even light); "random": a room drawn from the seed
@@ -308,7 +309,7 @@ def _hand_shake(rng: np.random.Generator, num_frames: int, fps: float, rms: floa
 
 def intended_path(config: SyntheticConfig) -> np.ndarray:
     """``[T, 4, 4]`` smooth camera-to-world path: a sideways dolly with a slow pan, and
-    ``push`` forward.
+    ``push`` forward, rolled by ``roll_deg`` about the optical axis (level at 0).
 
     Every translation scales with ``dolly`` or ``push``, so with both 0 the camera only rotates.
     """
@@ -317,7 +318,9 @@ def intended_path(config: SyntheticConfig) -> np.ndarray:
     eyes = np.stack([config.dolly * s, -0.2 + 0.08 * config.dolly * s**2, forward], -1)
     targets = np.stack([config.pan * s, 0.3 + 0 * s, 9.0 + 0 * s], -1)
     up = torch.from_numpy(WORLD_UP)
-    return look_at(torch.from_numpy(eyes), torch.from_numpy(targets), up).numpy()
+    level = look_at(torch.from_numpy(eyes), torch.from_numpy(targets), up)
+    roll = axis_angle_to_matrix(torch.tensor([0.0, 0.0, np.deg2rad(config.roll_deg)], dtype=torch.float64))
+    return (level @ make_pose(roll, torch.zeros(3, dtype=torch.float64))).numpy()
 
 
 def generate(config: SyntheticConfig, progress: bool | None = None) -> SyntheticClip:

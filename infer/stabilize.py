@@ -43,6 +43,7 @@ from infer.canvas import CanvasConfig, pad_amounts
 from infer.compose import ORIGINS
 from infer.coverage import Canvas, bounded_path, near_depth
 from infer.finetune import NOT_IN_RESULT, FinetuneConfig, Resumable, finetune
+from infer.horizon import level, roll_deg, scene_up
 from infer.media import plot_paths, write_output
 from infer.planar import JOIN_FRAMES, induced_similarity, planar_corrections, similarity_steps, to_size, warp
 from infer.posing import (
@@ -111,6 +112,10 @@ class StabilizeConfig:
     preset: str = "none"
     """The shipped preset these settings started from (gavs-stabilize --preset sets it; the
     report names it)."""
+    horizon_lock: bool = False
+    """Keep the output level: each smoothed camera turns about its optical axis until its
+    roll against the scene's up is zero (up from the scene's vertical lines where they agree,
+    else the path's mean up; the report says which)."""
     strict: bool = False
     """Refuse a damaged or truncated input (less decoded than the container promises) instead
     of stabilizing what decodes, with a warning."""
@@ -210,7 +215,8 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     """The smoothed poses of the posed frames and how they were found. ``bounded`` takes the
     minimum-acceleration path and bends it back towards the real camera wherever the padded
     canvas would not cover the output frame (see ``infer.coverage``); ``gaussian`` is GaVS's
-    window, even where it leaves the canvas."""
+    window, even where it leaves the canvas. With ``horizon_lock`` the smoothed path is
+    levelled first (``infer.horizon``), so the bound sees the levelled path."""
     c2w = torch.from_numpy(clip.poses.c2w)
     summary: dict = {
         "mode": config.smoothing,
@@ -218,15 +224,26 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
         "sigma_frames": GAVS_SIGMA * config.strength,
     }
     if config.smoothing == "gaussian":
-        return gaussian_window_path(c2w, config.strength).numpy(), summary
-    smoothed = min_acceleration_path(c2w, config.strength)
-    summary["acceleration_weight"] = acceleration_weight(config.strength)
-    if config.strength > 0 and len(c2w) > 2:
+        smoothed = gaussian_window_path(c2w, config.strength)
+    else:
+        smoothed = min_acceleration_path(c2w, config.strength)
+        summary["acceleration_weight"] = acceleration_weight(config.strength)
+    if config.horizon_lock:
+        scene = scene_up(clip.frames, clip.poses)
+        levelled, steep = level(smoothed.numpy(), scene.up)
+        smoothed = torch.from_numpy(levelled)
+        summary["horizon"] = scene.report() | {
+            "frames_too_steep": steep,
+            "roll_before_deg": float(np.abs(roll_deg(clip.poses.c2w, scene.up)).max()),
+        }
+    if config.smoothing == "bounded" and (config.strength > 0 or config.horizon_lock) and len(c2w) > 2:
         H, W = clip.frames.shape[1:3]
         rows, cols = pad_amounts(H, W, config.canvas.pad)
         canvas = Canvas(torch.from_numpy(clip.poses.K), (W, H), (cols, rows), near_depth(clip.poses))
         smoothed, bending = bounded_path(c2w=c2w, smoothed=smoothed, canvas=canvas, strength=config.strength)
         summary.update(near_depth=canvas.near_depth, **bending)
+    if config.horizon_lock:  # the bound may give some roll back, where the canvas falls short
+        summary["horizon"]["roll_after_deg"] = float(np.abs(roll_deg(smoothed.numpy(), scene.up)).max())
     return smoothed.numpy(), summary
 
 
