@@ -1,4 +1,5 @@
-"""Coverage-aware smoothing: bend a smoothed path back where the padded canvas would not cover.
+"""Coverage-aware smoothing: the canvas a smoothed path needs, and the path bent back where
+even the largest canvas would not cover it.
 
 The stabilized view at a virtual pose shows what the source frame's padded canvas holds. A
 smooth path that strays too far from the real camera looks past the canvas edge, and those
@@ -8,10 +9,13 @@ pixels have no source at all. This module
   (``overshoot``): its corners and edge midpoints, cast as rays from the virtual camera, at a
   near depth and at infinity, projected into the source camera. Between those two depths
   a ray projects to a segment, so with a convex canvas the two ends suffice;
-- finds the path that stays closest to the smoothed one under per-frame bounds on the
-  deviation from the real camera (``bounded_path``). The deviation ``delta_t`` of the smoothed
-  pose from the real one (axis-angle and translation, in the real camera's frame) gets a
-  correction ``c`` that is as small and as smooth as possible, by the smoother's own measure,
+- finds the least padding that covers the whole path (``needed_pad``), up to a limit: the
+  adaptive canvas;
+- where even that falls short, finds the path that stays closest to the smoothed one under
+  per-frame bounds on the deviation from the real camera (``bounded_path``). The deviation
+  ``delta_t`` of the smoothed pose from the real one (axis-angle and translation, in the real
+  camera's frame) gets a correction ``c`` that is as small and as smooth as possible, by the
+  smoother's own measure,
 
       minimise  sum_t |c_t|^2 + lam |c_{t+1} - 2 c_t + c_{t-1}|^2
       subject to  -b_t <= delta_t + c_t <= b_t   (per axis),
@@ -38,12 +42,14 @@ from scipy.sparse.linalg import spsolve
 from torch import Tensor
 
 from data_prep.schema import ClipPoses
+from infer.canvas import pad_amounts
 from infer.trajectory import acceleration_penalty, acceleration_weight
 from model.cameras import axis_angle_to_matrix, invert_pose, make_pose, matrix_to_axis_angle
 
 SHRINK = 0.85  # bound factor per refinement round on frames still uncovered
 MAX_ROUNDS = 25
 BENT = 1e-4  # a frame counts as bent when its pose moves by more (radians or scene units)
+PAD_STEP = 0.01  # the adaptive canvas grows in these steps (a few finetuning caches, not many)
 
 
 def deviations(c2w: Tensor, virtual: Tensor) -> Tensor:
@@ -100,6 +106,42 @@ def overshoot(*, c2w: Tensor, virtual: Tensor, canvas: Canvas) -> Tensor:
         behind = (points[..., 2] <= 1e-6)[..., None].expand_as(reach)
         worst.append(torch.where(behind, torch.full_like(reach, 1e6), reach).amax((-1, -2)))
     return torch.maximum(*worst)
+
+
+def canvas_at(pad: float, *, K: Tensor, size: tuple[int, int], near_depth: float) -> Canvas:
+    """The canvas padded by ``pad`` of each side, in whole pixels as ``pad_canvas`` makes it."""
+    rows, cols = pad_amounts(size[1], size[0], pad)
+    return Canvas(K, size, (cols, rows), near_depth)
+
+
+def needed_pad(
+    *,
+    c2w: Tensor,
+    virtual: Tensor,
+    K: Tensor,
+    size: tuple[int, int],
+    near_depth: float,
+    least: float,
+    most: float,
+) -> float:
+    """The smallest pad in ``[least, most]``, in steps of ``PAD_STEP``, whose canvas covers
+    every frame of ``virtual [T, 4, 4]`` seen from ``c2w [T, 4, 4]``; ``most`` where none
+    does. Overshoot only falls as the canvas grows, so the steps are bisected."""
+    steps = int(np.floor((most - least) / PAD_STEP + 1e-9))
+
+    def covers(step: int) -> bool:
+        canvas = canvas_at(least + step * PAD_STEP, K=K, size=size, near_depth=near_depth)
+        return bool((overshoot(c2w=c2w, virtual=virtual, canvas=canvas) <= 0).all())
+
+    if covers(0):
+        return least
+    if not covers(steps):
+        return most
+    lo, hi = 0, steps  # lo falls short, hi covers
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if covers(mid) else (mid, hi)
+    return round(least + hi * PAD_STEP, 6)
 
 
 def initial_bounds(canvas: Canvas) -> Tensor:

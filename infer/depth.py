@@ -375,7 +375,7 @@ def write_depths(
     """Write every frame's depth at ``size`` into ``folder`` (with depth.json and the preview),
     measure the sources, and return the report's depth entry."""
     clip = built.clip
-    render = {"pad": config.canvas.pad, "config": config.render, "backend": config.backend, "device": device}
+    render = {"config": config.render, "backend": config.backend, "device": device}
     first = initial_network(config, checkpoint)[0].to(device).eval() if depth.compare else None
     measures: dict[str, list[Measure]] = {s: [] for s in (SOURCES if depth.compare else SOURCES[:1])}
     cameras: list[dict | None] = []
@@ -397,10 +397,11 @@ def write_depths(
                 kept.append(Measure(poses, static, depth.offsets, agree=source != "sparse"))
             starts.append(segment.start)
             cameras += _frame_cameras(poses, size)
-            tuned = source_depths(built.network(k), posed, progress=progress, **render)
+            tuned = source_depths(built.network(k), posed, pad=plan.pad, progress=progress, **render)
             sink.write(to_size(d, *size) for d in measures["finetuned"][-1].feed(tuned))
             if first is not None:
-                measures["initial"][-1].consume(source_depths(first, posed, progress=False, **render))
+                initial = source_depths(first, posed, pad=plan.pad, progress=False, **render)
+                measures["initial"][-1].consume(initial)
                 measures["sparse"][-1].consume(sparse_depths(poses))
             release_free_heap()
     fields = sink.fields() | {"frames_without_depth": [i for i, c in enumerate(cameras) if c is None]}

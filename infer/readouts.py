@@ -119,7 +119,8 @@ def new_plans(
         if c2w is not None:
             cameras = c2w[plan.segment.start : plan.segment.end]
         elif path == "steady":
-            steadier = replace(config, strength=config.path.steady_strength)
+            # on the canvas the segment's network was finetuned on
+            steadier = replace(plan.canvas_config(config), strength=config.path.steady_strength)
             cameras = plan_path(clip.posed(plan.segment), steadier)[0]
         else:
             cameras = preset_path(path, plan.smoothed, config.path)
@@ -179,7 +180,7 @@ def scene_depths(
     K = poses.K if poses.K.ndim == 2 else poses.K[picked]
     sampled = replace(poses, K=K, c2w=poses.c2w[picked], frame_ids=poses.frame_ids[picked])
     net = built.network(k)
-    render = {"pad": config.canvas.pad, "config": config.render, "backend": config.backend}
+    render = {"pad": built.plans[k].pad, "config": config.render, "backend": config.backend}
     posed = replace(built.clip.posed(segment), poses=sampled)
     depths = source_depths(net, posed, device=next(net.parameters()).device, progress=False, **render)
     return torch.cat([d[d > 0] for d in depths]).cpu().double().numpy(), "rendered"

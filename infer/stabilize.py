@@ -39,9 +39,9 @@ from common.memory import peak_rss_gb, release_free_heap
 from data_prep.ingest import working_size
 from data_prep.poses import PoseConfig
 from data_prep.video import Encoding, VideoError, VideoInfo, VideoReader, VideoWriter, encoding_like, probe
-from infer.canvas import CanvasConfig, pad_amounts
+from infer.canvas import CanvasConfig
 from infer.compose import ORIGINS
-from infer.coverage import Canvas, bounded_path, near_depth
+from infer.coverage import bounded_path, canvas_at, near_depth, needed_pad
 from infer.finetune import NOT_IN_RESULT, FinetuneConfig, Resumable, finetune
 from infer.horizon import level, roll_deg, scene_up
 from infer.media import plot_paths, write_output
@@ -215,8 +215,10 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     """The smoothed poses of the posed frames and how they were found. ``bounded`` takes the
     minimum-acceleration path and bends it back towards the real camera wherever the padded
     canvas would not cover the output frame (see ``infer.coverage``); ``gaussian`` is GaVS's
-    window, even where it leaves the canvas. With ``horizon_lock`` the smoothed path is
-    levelled first (``infer.horizon``), so the bound sees the levelled path."""
+    window, even where it leaves the canvas. The canvas grows from ``canvas.pad`` up to
+    ``canvas.max_pad`` until it covers the path (the summary's ``canvas_pad``), and the path is
+    bent only where even that falls short. With ``horizon_lock`` the smoothed path is
+    levelled first (``infer.horizon``), so the canvas and the bound see the levelled path."""
     c2w = torch.from_numpy(clip.poses.c2w)
     summary: dict = {
         "mode": config.smoothing,
@@ -236,12 +238,15 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
             "frames_too_steep": steep,
             "roll_before_deg": float(np.abs(roll_deg(clip.poses.c2w, scene.up)).max()),
         }
+    summary["canvas_pad"] = config.canvas.pad
     if config.smoothing == "bounded" and (config.strength > 0 or config.horizon_lock) and len(c2w) > 2:
         H, W = clip.frames.shape[1:3]
-        rows, cols = pad_amounts(H, W, config.canvas.pad)
-        canvas = Canvas(torch.from_numpy(clip.poses.K), (W, H), (cols, rows), near_depth(clip.poses))
+        where = {"K": torch.from_numpy(clip.poses.K), "size": (W, H), "near_depth": near_depth(clip.poses)}
+        least, most = config.canvas.pad, config.canvas.max_pad
+        pad = needed_pad(c2w=c2w.double(), virtual=smoothed.double(), least=least, most=most, **where)
+        canvas = canvas_at(pad, **where)
         smoothed, bending = bounded_path(c2w=c2w, smoothed=smoothed, canvas=canvas, strength=config.strength)
-        summary.update(near_depth=canvas.near_depth, **bending)
+        summary.update(canvas_pad=pad, near_depth=canvas.near_depth, **bending)
     if config.horizon_lock:  # the bound may give some roll back, where the canvas falls short
         summary["horizon"]["roll_after_deg"] = float(np.abs(roll_deg(smoothed.numpy(), scene.up)).max())
     return smoothed.numpy(), summary
@@ -256,6 +261,11 @@ class SegmentPlan:
     corrections: np.ndarray | None = None  # [n, 3, 3] working-size input -> output similarity (2D)
     shifts: np.ndarray | None = None  # [V] the new cameras' principal-point x shifts (px, working size)
     smoothing: dict = field(default_factory=dict)
+    pad: float | None = None  # the canvas padding of a 3D segment's finetuning and rendering
+
+    def canvas_config(self, config: StabilizeConfig) -> StabilizeConfig:
+        """``config`` with the canvas fixed at this segment's padding."""
+        return replace(config, canvas=config.canvas.fixed(self.pad))
 
 
 def _join(clip: DecodedClip, plans: list[SegmentPlan], k: int, frames: range) -> dict[int, np.ndarray]:
@@ -310,6 +320,7 @@ def plan_paths(clip: DecodedClip, config: StabilizeConfig) -> list[SegmentPlan]:
     for plan in plans:
         if plan.segment.poses is not None:
             plan.smoothed, plan.smoothing = plan_path(clip.posed(plan.segment), config)
+            plan.pad = plan.smoothing["canvas_pad"]
     return [
         plan if plan.smoothed is not None else plan_planar(clip, plans, k, config)
         for k, plan in enumerate(plans)
@@ -483,7 +494,7 @@ def stabilized_frames(
             clip.posed(plan.segment),
             smoothed=plan.smoothed,
             shifts=plan.shifts,
-            pad=config.canvas.pad,
+            pad=plan.pad,
             config=config.render,
             backend=config.backend,
             device=device,
@@ -551,7 +562,12 @@ def reconstruct(
     def network(k: int) -> GaussianPredictor:
         posed = clip.posed(plans[k].segment)
         result = finetuned_network(
-            posed, poses_key=f"{poses_key}/{k}", config=config, warn=warn, cached_only=cached_only, **where
+            posed,
+            poses_key=f"{poses_key}/{k}",
+            config=plans[k].canvas_config(config),
+            warn=warn,
+            cached_only=cached_only,
+            **where,
         )
         tuned.setdefault(k, replace(result, net=None))
         return result.net

@@ -1,8 +1,10 @@
 """The padded canvas keeps every pixel's ray and marks the padding invalid."""
 
+import pytest
 import torch
 
-from infer.canvas import pad_canvas
+from common.config import ConfigError
+from infer.canvas import CanvasConfig, pad_canvas
 from model.cameras import make_intrinsics, project, unproject
 
 
@@ -19,3 +21,9 @@ def test_padding_keeps_rays_and_marks_the_border():
     point = unproject(torch.tensor([[12.5, 30.5]]), torch.tensor([2.0]), K[0])
     uv_padded, _ = project(point, K_padded[0])
     assert torch.allclose(uv_padded, torch.tensor([[20.5, 35.5]]), atol=1e-5)
+
+
+def test_a_canvas_whose_least_pad_exceeds_its_most_is_refused():
+    with pytest.raises(ConfigError, match="pad <= max_pad"):
+        CanvasConfig(pad=0.4)
+    assert CanvasConfig().fixed(0.2) == CanvasConfig(pad=0.2, max_pad=0.2)

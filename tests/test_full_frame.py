@@ -82,9 +82,16 @@ def scene(tmp_path_factory):
     clip = generate(MOVING, progress=False)
     write_video(folder / "shaky.mp4", clip.frames, fps=MOVING.fps)
     posed, scale = true_posed_clip(clip, folder / "shaky.mp4")
-    smoothed, _ = plan_path(posed, CONFIG)
+    smoothed, smoothing = plan_path(posed, CONFIG)
+    pad = smoothing["canvas_pad"]  # the adaptive canvas: finetuning and rendering use it
     tuned = finetuned_network(
-        posed, poses_key="truth", config=CONFIG, checkpoint=None, work_dir=folder, device=CPU, progress=False
+        posed,
+        poses_key="truth",
+        config=replace(CONFIG, canvas=CONFIG.canvas.fixed(pad)),
+        checkpoint=None,
+        work_dir=folder,
+        device=CPU,
+        progress=False,
     )
 
     def render_outputs(full_resolution: bool = True) -> SimpleNamespace:
@@ -92,7 +99,7 @@ def scene(tmp_path_factory):
             tuned.net,
             posed,
             smoothed=smoothed,
-            pad=CONFIG.canvas.pad,
+            pad=pad,
             config=CONFIG.render,
             device=CPU,
             progress=False,
