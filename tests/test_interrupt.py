@@ -29,7 +29,6 @@ from infer.finetune import FinetuneConfig, Resumable, finetune
 from infer.posing import decode_and_pose
 from infer.stabilize import StabilizeConfig
 from model.network import GaussianPredictor, NetworkConfig
-from model.rasterize_cpu import cpu_kernels_available
 
 SCENE = SyntheticConfig(width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=2.0)
 STOP_WITHIN_S = 5.0  # from the signal to the exit: a second of work in flight plus cleanup, on 2 busy cores
@@ -40,9 +39,6 @@ assert "--quiet" in STEPS
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    # The runs below are stopped at a stage they wait for; a first run that compiles the CPU
-    # renderer (in a compiler child, before posing) would be stopped while starting instead.
-    cpu_kernels_available()
     folder = tmp_path_factory.mktemp("interrupt")
     write_video(folder / "shaky.mp4", generate(SCENE, progress=False).frames, fps=SCENE.fps)
     return folder / "shaky.mp4"
