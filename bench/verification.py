@@ -24,30 +24,7 @@ import pycolmap
 
 from common.atomic import write_atomic
 from data_prep.ingest import ingest
-from data_prep.poses import PoseConfig, _pinned, _verify, _write_frames
-
-
-def _match_only(database: Path, images: Path, config: PoseConfig) -> None:
-    """Features and unverified matches, as ``_extract_and_match`` makes them."""
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = config.camera_model
-    extraction = _pinned(pycolmap.FeatureExtractionOptions(), config)
-    extraction.sift.max_num_features = config.max_num_features
-    extraction.sift.peak_threshold = config.peak_threshold
-    pycolmap.extract_features(
-        database,
-        images,
-        camera_mode=pycolmap.CameraMode.SINGLE,
-        reader_options=reader,
-        extraction_options=extraction,
-    )
-    one = replace(config, num_threads=1)
-    pairing = _pinned(pycolmap.SequentialPairingOptions(), one)
-    pairing.overlap = config.sequential_overlap
-    pairing.quadratic_overlap = config.quadratic_overlap
-    matching = _pinned(pycolmap.FeatureMatchingOptions(), one)
-    matching.skip_geometric_verification = True
-    pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing)
+from data_prep.poses import PoseConfig, _features_and_matches, _pinned, _verify, _write_frames
 
 
 def _colmap(database: Path, config: PoseConfig) -> None:
@@ -89,7 +66,7 @@ def main() -> None:
         root = Path(tmp)
         _write_frames(frames, root / "images")
         matched = root / "matched.db"
-        _match_only(matched, root / "images", config)
+        _features_and_matches(matched, root / "images", config)
         ways = {"COLMAP's verifier, 1 thread": _colmap, f"_verify, {os.cpu_count()} threads": _verify}
         seconds = {name: [] for name in ways}
         results = {}

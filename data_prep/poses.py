@@ -102,7 +102,13 @@ def _pinned(options, config: PoseConfig):
 
 
 def _extract_and_match(database: Path, images: Path, config: PoseConfig) -> None:
-    """SIFT features of ``images`` and their verified sequential matches. Extraction and
+    """SIFT features of ``images`` and their verified sequential matches."""
+    _features_and_matches(database, images, config)
+    _verify(database, config)
+
+
+def _features_and_matches(database: Path, images: Path, config: PoseConfig) -> None:
+    """SIFT features of ``images`` and their sequential matches, unverified. Extraction and
     verification run on ``config.num_threads`` threads, and the result does not depend on
     the count: ``_in_name_order`` undoes extraction's numbering, and ``_verify`` seeds each
     pair's RANSAC on its own. Descriptor matching, the cheapest part (a quarter of the
@@ -130,7 +136,6 @@ def _extract_and_match(database: Path, images: Path, config: PoseConfig) -> None
     matching = _pinned(pycolmap.FeatureMatchingOptions(), replace(config, num_threads=1))
     matching.skip_geometric_verification = True
     pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing)
-    _verify(database, config)
 
 
 def _verify(database: Path, config: PoseConfig, chunk: int = 512) -> None:
