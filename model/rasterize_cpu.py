@@ -42,13 +42,15 @@ class CpuKernelError(RuntimeError):
 
 def _staged_source() -> tuple[str, Path]:
     """The extension's name and its source, copied to a folder named by the source's
-    content. torch's build files name the source's path, so two checkouts at different
-    paths (a clone beside a worktree) would otherwise rebuild the one extension in turn;
-    named by content, they share one build, and a changed source gets its own."""
+    content and the torch installation. torch's build files name the source's path and the
+    installation's include folders, so two checkouts at different paths (a clone beside a
+    worktree), or two virtual environments (a CI clone's beside a development one), would
+    otherwise rebuild the one extension in turn, each under the other's running processes;
+    named so, each environment keeps its one build, and a changed source gets its own."""
     from torch.utils.cpp_extension import get_default_build_root
 
     code = SOURCE.read_bytes()
-    digest = hashlib.sha256(code).hexdigest()[:12]
+    digest = hashlib.sha256(code + str(Path(torch.__file__).parent).encode()).hexdigest()[:12]
     staged = Path(get_default_build_root()) / "gavs-sources" / digest / SOURCE.name
     if not staged.is_file():
         staged.parent.mkdir(parents=True, exist_ok=True)
