@@ -57,7 +57,7 @@ class PoseConfig:
     )
     # Threads for feature extraction and verification (-1: all cores); descriptor matching
     # and the mappers run on one.
-    # The poses do not depend on it (tests/test_poses.py; see _extract_and_match).
+    # The poses do not depend on it (tests/test_poses.py; see _features_and_matches).
     num_threads: int = -1
     seed: int = 0
     verbose: bool = False  # COLMAP's own log; off by default (failures are reported as PoseError)
