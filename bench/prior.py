@@ -35,8 +35,8 @@ from omegaconf import OmegaConf
 from common.atomic import write_atomic
 from data_prep.video import read_video
 from evaluation.metrics import analyse_motion, evaluate
-from infer.views import heldout_pairs, view_psnr
 from infer.stabilize import StabilizeConfig, StageTimer, reconstruct
+from infer.views import heldout_pairs, view_psnr
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 METRICS = ["jitter_px", "flicker", "C", "D", "sharpness", "valid_ratio"]

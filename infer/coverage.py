@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from scipy import sparse
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 from scipy.sparse.linalg import spsolve
 from torch import Tensor
 
@@ -50,6 +51,7 @@ SHRINK = 0.85  # bound factor per refinement round on frames still uncovered
 MAX_ROUNDS = 25
 BENT = 1e-4  # a frame counts as bent when its pose moves by more (radians or scene units)
 PAD_STEP = 0.01  # the adaptive canvas grows in these steps (a few finetuning caches, not many)
+ZOOM_BISECTIONS = 20  # the needed zoom to 1e-6 of the range: far below a pixel
 
 
 def deviations(c2w: Tensor, virtual: Tensor) -> Tensor:
@@ -82,17 +84,21 @@ def _border_pixels(width: int, height: int) -> Tensor:
     return grid[(grid != torch.tensor([width / 2, height / 2])).any(-1)]  # the 8 border points
 
 
-def overshoot(*, c2w: Tensor, virtual: Tensor, canvas: Canvas) -> Tensor:
+def overshoot(*, c2w: Tensor, virtual: Tensor, canvas: Canvas, zoom: Tensor | None = None) -> Tensor:
     """``[T]``: pixels by which the output frame's border, seen from ``virtual [T, 4, 4]``,
     reaches past the canvas of the real cameras ``c2w [T, 4, 4]``; zero or less where the
-    canvas covers it."""
+    canvas covers it. ``zoom [T]`` (at least 1) narrows each virtual camera's view: its focal
+    length is the source's times the zoom, about the same principal point."""
     K, margin, near_depth = canvas.K, canvas.margin, canvas.near_depth
     width, height = canvas.size
     pixels = _border_pixels(width, height).to(K)
     rays = torch.cat([pixels, torch.ones_like(pixels[:, :1])], -1) @ torch.linalg.inv(K).T  # z = 1
+    rays = rays.expand(len(c2w), -1, -1)  # [T, 8, 3]
+    if zoom is not None:
+        rays = torch.cat([rays[..., :2] / zoom.to(K)[:, None, None], rays[..., 2:]], -1)
     relative = invert_pose(c2w) @ virtual  # virtual camera -> source camera
     R, t = relative[:, None, :3, :3], relative[:, None, :3, 3]
-    directions = (R @ rays[None, :, :, None])[..., 0]  # [T, 8, 3], points at infinity
+    directions = (R @ rays[..., None])[..., 0]  # [T, 8, 3], points at infinity
     near = directions * near_depth + t
     worst = []
     for points in (directions, near):
@@ -144,18 +150,45 @@ def needed_pad(
     return round(least + hi * PAD_STEP, 6)
 
 
-def initial_bounds(canvas: Canvas) -> Tensor:
-    """``[6]`` per-axis deviation bounds; each axis alone would use the whole margin."""
+def needed_zoom(*, c2w: Tensor, virtual: Tensor, canvas: Canvas, most: float, smooth_frames: float) -> Tensor:
+    """``[T]`` zoom in ``[1, most]`` for the views of ``virtual [T, 4, 4]``: the least that
+    brings each frame inside the canvas (``most`` where none does), then raised to a smooth
+    curve so the output does not pump. The curve is the needed zoom's running maximum over
+    ``smooth_frames`` frames, blurred by a third of that: at least the need on every frame,
+    and it eases in and out over about ``smooth_frames``."""
+    zoom = torch.ones(len(c2w), dtype=torch.float64)
+    short = overshoot(c2w=c2w, virtual=virtual, canvas=canvas) > 0
+    if most <= 1 or not bool(short.any()):
+        return zoom
+    lo, hi = torch.ones_like(zoom), torch.full_like(zoom, most)  # lo falls short, hi covers (or is most)
+    for _ in range(ZOOM_BISECTIONS):
+        mid = (lo + hi) / 2
+        covered = overshoot(c2w=c2w, virtual=virtual, canvas=canvas, zoom=mid) <= 0
+        lo, hi = torch.where(covered, lo, mid), torch.where(covered, mid, hi)
+    need = torch.where(short, hi, zoom).numpy()
+    window = max(1, round(smooth_frames))
+    envelope = maximum_filter1d(need, size=2 * window + 1, mode="nearest")
+    eased = gaussian_filter1d(envelope, sigma=window / 3, mode="nearest")
+    return torch.from_numpy(np.clip(np.maximum(eased, need), 1.0, most))
+
+
+def initial_bounds(canvas: Canvas, zoom: Tensor) -> Tensor:
+    """``[T, 6]`` per-axis deviation bounds; each axis alone would use the whole margin of a
+    view narrowed by ``zoom [T]``, whose half extents shrink by the zoom and whose margins grow
+    by what that frees."""
     width, height = canvas.size
     fx, fy = float(canvas.K[0, 0]), float(canvas.K[1, 1])
     cols, rows = canvas.margin
     near_depth = canvas.near_depth
-    pan = np.arctan((width / 2 + cols) / fx) - np.arctan(width / 2 / fx)  # about y
-    tilt = np.arctan((height / 2 + rows) / fy) - np.arctan(height / 2 / fy)  # about x
-    roll = min(cols, rows) / np.hypot(width / 2, height / 2)
+    zoom = zoom.double()
+    half_w, half_h = width / 2 / zoom, height / 2 / zoom  # [T], the view's half extent
+    cols, rows = cols + width / 2 - half_w, rows + height / 2 - half_h  # [T], its margins
+    pan = np.arctan((width / 2 + canvas.margin[0]) / fx) - torch.atan(half_w / fx)  # about y
+    tilt = np.arctan((height / 2 + canvas.margin[1]) / fy) - torch.atan(half_h / fy)  # about x
+    roll = torch.minimum(cols, rows) / torch.hypot(half_w, half_h)
     sideways, upways = cols * near_depth / fx, rows * near_depth / fy
-    backwards = min(cols / (width / 2), rows / (height / 2)) * near_depth
-    return torch.tensor([tilt, pan, roll, sideways, upways, backwards], dtype=torch.float64)
+    backwards = torch.minimum(cols / half_w, rows / half_h) * near_depth
+    return torch.stack([tilt, pan, roll, sideways, upways, backwards], -1)
 
 
 def _box_quadratic(H: sparse.csr_matrix, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -200,15 +233,19 @@ def _smooth_correction(delta: np.ndarray, bound: np.ndarray, H: sparse.csr_matri
     return _box_quadratic(H, -bound - delta, bound - delta)
 
 
-def bounded_path(*, c2w: Tensor, smoothed: Tensor, canvas: Canvas, strength: float) -> tuple[Tensor, dict]:
+def bounded_path(
+    *, c2w: Tensor, smoothed: Tensor, canvas: Canvas, strength: float, zoom: Tensor | None = None
+) -> tuple[Tensor, dict]:
     """The path nearest ``smoothed`` (a ``min_acceleration_path`` of this ``strength`` for the
-    real cameras ``c2w``) whose every frame the canvas covers, and a summary: frames bent,
-    rounds, and the worst overshoot before and after (pixels)."""
+    real cameras ``c2w``) whose every frame the canvas covers, seen with ``zoom [T]`` where
+    given, and a summary: frames bent, rounds, and the worst overshoot before and after
+    (pixels)."""
     c2w, smoothed = c2w.double(), smoothed.double()
     canvas = replace(canvas, K=canvas.K.double())
     delta = deviations(c2w, smoothed).numpy()
-    bounds = np.tile(initial_bounds(canvas).numpy(), (len(c2w), 1))
-    before = overshoot(c2w=c2w, virtual=smoothed, canvas=canvas)
+    zoom = torch.ones(len(c2w), dtype=torch.float64) if zoom is None else zoom.double()
+    bounds = initial_bounds(canvas, zoom).numpy()
+    before = overshoot(c2w=c2w, virtual=smoothed, canvas=canvas, zoom=zoom)
     path, rounds = smoothed, 0
     reach = before
     H = acceleration_penalty(len(c2w), acceleration_weight(strength))
@@ -216,7 +253,7 @@ def bounded_path(*, c2w: Tensor, smoothed: Tensor, canvas: Canvas, strength: flo
         rounds += 1
         corrected = delta + np.stack([_smooth_correction(delta[:, j], bounds[:, j], H) for j in range(6)], -1)
         path = from_deviations(c2w, torch.from_numpy(corrected))
-        reach = overshoot(c2w=c2w, virtual=path, canvas=canvas)
+        reach = overshoot(c2w=c2w, virtual=path, canvas=canvas, zoom=zoom)
         bounds[(reach > 0).numpy()] *= SHRINK
     bent = np.abs(deviations(c2w, path).numpy() - delta).max(-1) > BENT
     summary = {

@@ -120,11 +120,11 @@ def new_plans(
             cameras = c2w[plan.segment.start : plan.segment.end]
         elif path == "steady":
             # on the canvas the segment's network was finetuned on
-            steadier = replace(plan.canvas_config(config), strength=config.path.steady_strength)
+            steadier = replace(plan.canvas_config(config), strength=config.path.steady_strength, max_zoom=1.0)
             cameras = plan_path(clip.posed(plan.segment), steadier)[0]
         else:
             cameras = preset_path(path, plan.smoothed, config.path)
-        plans.append(replace(plan, smoothed=cameras, smoothing={**plan.smoothing, "path": path}))
+        plans.append(replace(plan, smoothed=cameras, zoom=None, smoothing={**plan.smoothing, "path": path}))
     return plans
 
 
@@ -218,7 +218,7 @@ def stereo_readout(layout: StereoLayout, config: ReadoutConfig) -> Readout:
             budget = config.stereo.budget * width  # px at the working size
             comfort[start] = beyond_budget(depths, setup, focal=focal, budget=budget)
             eyes_c2w = eye_cameras(centre, setup.baseline)
-            out.append(replace(plan, smoothed=eyes_c2w, shifts=np.array(setup.shifts)))
+            out.append(replace(plan, smoothed=eyes_c2w, shifts=np.array(setup.shifts), zoom=None))
         return out
 
     return Readout(

@@ -216,7 +216,8 @@ class SegmentRenderer:
     ``smoothed [T, 4, 4]`` are the new camera-to-world poses of every frame of ``clip`` (all
     posed), or ``[T, V, 4, 4]`` for V new cameras per frame (a stereo pair); ``shifts [V]``
     move each new camera's principal point right by that many px at the working size (a
-    stereo pair's convergence); ``pad`` is the canvas padding the network saw in finetuning.
+    stereo pair's convergence); ``zoom [T]`` lengthens each frame's focal length (max_zoom);
+    ``pad`` is the canvas padding the network saw in finetuning.
     """
 
     def __init__(
@@ -226,6 +227,7 @@ class SegmentRenderer:
         *,
         smoothed: np.ndarray,
         shifts: np.ndarray | None = None,
+        zoom: np.ndarray | None = None,
         pad: float,
         config: RenderConfig,
         backend: Backend = "auto",
@@ -237,7 +239,7 @@ class SegmentRenderer:
                 f"a segment renders posed frames only: {len(clip.poses.frame_ids)} of {len(clip.frames)}"
             )
         self.clip, self.smoothed, self.config, self.backend = clip, smoothed, config, backend
-        self.shifts, self.progress = shifts, progress
+        self.shifts, self.zoom, self.progress = shifts, zoom, progress
         with torch.no_grad():  # the first-layer depth pass: no graph to keep
             self.scene = _Scene(net, clip, pad, config, device, progress)
 
@@ -266,6 +268,11 @@ class SegmentRenderer:
             gaussians = Gaussians.cat([_pad_to(g, size)[None] for g in sets], dim=0)
             viewmats = relative_pose(scene.c2w[batch][:, None], target[batch])  # [B, V]: source -> new camera
             Ks = K_new.expand(len(batch), -1, 3, 3)
+            if self.zoom is not None:  # a longer focal length about the same principal point
+                Ks = Ks.clone()
+                zoom = torch.as_tensor(self.zoom[batch], dtype=Ks.dtype, device=Ks.device)[:, None]
+                Ks[..., 0, 0] *= zoom
+                Ks[..., 1, 1] *= zoom
             result = render(gaussians, viewmats, Ks, w, h, backend=self.backend)
             inverse = torch.linalg.inv(viewmats)
             for b in range(len(batch)):  # one at a time: full-size intermediates of one frame only

@@ -41,7 +41,7 @@ from data_prep.poses import PoseConfig
 from data_prep.video import Encoding, VideoError, VideoInfo, VideoReader, VideoWriter, encoding_like, probe
 from infer.canvas import CanvasConfig
 from infer.compose import ORIGINS
-from infer.coverage import bounded_path, canvas_at, near_depth, needed_pad
+from infer.coverage import bounded_path, canvas_at, near_depth, needed_pad, needed_zoom
 from infer.finetune import NOT_IN_RESULT, FinetuneConfig, Resumable, finetune
 from infer.horizon import level, roll_deg, scene_up
 from infer.media import plot_paths, write_output
@@ -72,6 +72,8 @@ WORK_FIXED_BYTES = 200e6
 PLANAR_MAX_ROTATION_DEG = 3.0  # the most a 2D segment's correction turns a frame
 
 X264Tune = Literal["grain", "film", "animation", "stillimage", "psnr", "ssim", "none"]
+MAX_ZOOM = 2.0  # beyond this, a zoomed output is mostly upscaled working-size pixels
+ZOOM_EASE_S = 0.5  # seconds over which max_zoom's zoom eases in and out
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -116,6 +118,11 @@ class StabilizeConfig:
     """Keep the output level: each smoothed camera turns about its optical axis until its
     roll against the scene's up is zero (up from the scene's vertical lines where they agree,
     else the path's mean up; the report says which)."""
+    max_zoom: float = 1.0
+    """The most the output may zoom in (1: never, the full frame), only where even the
+    largest canvas cannot cover the smoothed view: crop less <-> smooth more. The zoom eases in
+    and out over about half a second; where even max_zoom falls short, the path is bent. The
+    report gives the zoom per frame."""
     strict: bool = False
     """Refuse a damaged or truncated input (less decoded than the container promises) instead
     of stabilizing what decodes, with a warning."""
@@ -125,6 +132,8 @@ class StabilizeConfig:
             raise ConfigError(f"crf must be 0-51 (x264's scale, lower is better), got {self.crf}")
         if self.strength < 0:
             raise ConfigError(f"strength must be 0 (no smoothing) or more, got {self.strength}")
+        if not 1.0 <= self.max_zoom <= MAX_ZOOM:
+            raise ConfigError(f"max_zoom must be 1 (no zoom) to {MAX_ZOOM}, got {self.max_zoom}")
         if not DEVICE.match(self.device):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
@@ -216,8 +225,9 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
     minimum-acceleration path and bends it back towards the real camera wherever the padded
     canvas would not cover the output frame (see ``infer.coverage``); ``gaussian`` is GaVS's
     window, even where it leaves the canvas. The canvas grows from ``canvas.pad`` up to
-    ``canvas.max_pad`` until it covers the path (the summary's ``canvas_pad``), and the path is
-    bent only where even that falls short. With ``horizon_lock`` the smoothed path is
+    ``canvas.max_pad`` until it covers the path (the summary's ``canvas_pad``), the view zooms
+    in up to ``max_zoom`` where even that falls short (the summary's ``zoom``, per frame), and
+    the path is bent only where that is not enough either. With ``horizon_lock`` the smoothed path is
     levelled first (``infer.horizon``), so the canvas and the bound see the levelled path."""
     c2w = torch.from_numpy(clip.poses.c2w)
     summary: dict = {
@@ -245,8 +255,19 @@ def plan_path(clip: PosedClip, config: StabilizeConfig) -> tuple[np.ndarray, dic
         least, most = config.canvas.pad, config.canvas.max_pad
         pad = needed_pad(c2w=c2w.double(), virtual=smoothed.double(), least=least, most=most, **where)
         canvas = canvas_at(pad, **where)
-        smoothed, bending = bounded_path(c2w=c2w, smoothed=smoothed, canvas=canvas, strength=config.strength)
+        ease = ZOOM_EASE_S * clip.fps
+        zoom = needed_zoom(
+            c2w=c2w.double(),
+            virtual=smoothed.double(),
+            canvas=canvas,
+            most=config.max_zoom,
+            smooth_frames=ease,
+        )
+        smoothed, bending = bounded_path(
+            c2w=c2w, smoothed=smoothed, canvas=canvas, strength=config.strength, zoom=zoom
+        )
         summary.update(canvas_pad=pad, near_depth=canvas.near_depth, **bending)
+        summary["zoom"] = [round(z, 5) for z in zoom.tolist()]
     if config.horizon_lock:  # the bound may give some roll back, where the canvas falls short
         summary["horizon"]["roll_after_deg"] = float(np.abs(roll_deg(smoothed.numpy(), scene.up)).max())
     return smoothed.numpy(), summary
@@ -262,6 +283,7 @@ class SegmentPlan:
     shifts: np.ndarray | None = None  # [V] the new cameras' principal-point x shifts (px, working size)
     smoothing: dict = field(default_factory=dict)
     pad: float | None = None  # the canvas padding of a 3D segment's finetuning and rendering
+    zoom: np.ndarray | None = None  # [n] a 3D segment's zoom per frame (max_zoom); None: none
 
     def canvas_config(self, config: StabilizeConfig) -> StabilizeConfig:
         """``config`` with the canvas fixed at this segment's padding."""
@@ -321,6 +343,7 @@ def plan_paths(clip: DecodedClip, config: StabilizeConfig) -> list[SegmentPlan]:
         if plan.segment.poses is not None:
             plan.smoothed, plan.smoothing = plan_path(clip.posed(plan.segment), config)
             plan.pad = plan.smoothing["canvas_pad"]
+            plan.zoom = np.asarray(plan.smoothing["zoom"]) if "zoom" in plan.smoothing else None
     return [
         plan if plan.smoothed is not None else plan_planar(clip, plans, k, config)
         for k, plan in enumerate(plans)
@@ -494,6 +517,7 @@ def stabilized_frames(
             clip.posed(plan.segment),
             smoothed=plan.smoothed,
             shifts=plan.shifts,
+            zoom=plan.zoom,
             pad=plan.pad,
             config=config.render,
             backend=config.backend,
@@ -817,6 +841,16 @@ def _segment_report(k: int, plan: SegmentPlan, result: Stabilized) -> dict:
     return entry
 
 
+def zoom_report(plans: list[SegmentPlan], count: int) -> dict:
+    """The output's zoom (max_zoom) per frame, 1 where it has none, and its summary."""
+    zoom = np.ones(count)
+    for plan in plans:
+        if plan.zoom is not None:
+            zoom[plan.segment.start : plan.segment.end] = plan.zoom
+    zoomed = zoom > 1 + 1e-6
+    return {"max": float(zoom.max()), "frames_zoomed": int(zoomed.sum()), "per_frame": zoom.round(5).tolist()}
+
+
 def build_report(
     video: Path, output: Path, config: StabilizeConfig, device: torch.device, result: Stabilized
 ) -> dict:
@@ -847,6 +881,7 @@ def build_report(
         "posed_frames": methods.count("3d"),
         "planar_frames": [i for i, m in enumerate(methods) if m == "2d"],
         "strength": config.strength,
+        "zoom": zoom_report(result.plans, count),
         "network": provenance["init"],
         **{k: v for k, v in provenance.items() if k != "init"},
         "cached": {"poses": result.poses_cached, "finetune": all(t.cached for t in result.tuned.values())},

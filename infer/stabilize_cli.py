@@ -26,7 +26,17 @@ from infer.stabilize import StabilizeConfig, pick_device, stabilize
 from model.release import ReleaseError
 
 # StabilizeConfig fields that get an option of their own; every field is also key=value
-FLAGS = ["strength", "smoothing", "horizon_lock", "crf", "resolution", "max_frames", "device", "strict"]
+FLAGS = [
+    "strength",
+    "smoothing",
+    "horizon_lock",
+    "max_zoom",
+    "crf",
+    "resolution",
+    "max_frames",
+    "device",
+    "strict",
+]
 OUTPUT_SUFFIX = ".stabilized.mp4"  # the output's name in an output folder: CLIP.stabilized.mp4
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy import sparse
 
+from common.config import ConfigError
 from data_prep.schema import ClipPoses
 from data_prep.synthetic import SyntheticConfig, _shake, generate
 from data_prep.synthetic import intended_path as true_path
@@ -21,6 +22,7 @@ from infer.coverage import (
     canvas_at,
     deviations,
     needed_pad,
+    needed_zoom,
     overshoot,
 )
 from infer.posing import PosedClip
@@ -132,6 +134,75 @@ def test_strong_shake_gets_the_canvas_it_needs_instead_of_a_bent_path(strong_sha
     assert summary["canvas_pad"] > 0.12 and summary["frames_bent"] == 0  # measured pad 0.14
     # the unbent path is steadier: measured 1/7 of the bent one's rotational roughness
     assert roughness(torch.from_numpy(path)) < 0.5 * roughness(torch.from_numpy(path_fixed))
+
+
+def test_max_zoom_never_zooms_more_than_asked_and_only_where_the_canvas_falls_short(strong_shake):
+    depths = np.quantile(strong_shake.depth, np.linspace(0.01, 0.99, 20))
+    observations = np.stack([np.zeros(20), np.zeros(20), np.zeros(20), depths], -1)
+    truth = (strong_shake.K, strong_shake.c2w, np.arange(150), "truth")
+    posed = PosedClip(
+        strong_shake.frames, 30.0, (320, 180), ClipPoses(320, 180, *truth, observations=observations)
+    )
+    fixed = replace(StabilizeConfig(), canvas=CanvasConfig(max_pad=0.12))
+    plain = plan_path(posed, fixed)[1]
+    for limit in (1.02, 1.1):
+        summary = plan_path(posed, replace(fixed, max_zoom=limit))[1]
+        assert 1 <= min(summary["zoom"]) and max(summary["zoom"]) <= limit
+        assert summary["frames_bent"] < plain["frames_bent"]  # measured 149 without zoom
+    assert set(plan_path(posed, StabilizeConfig(max_zoom=1.1))[1]["zoom"]) == {
+        1.0
+    }  # the adaptive canvas suffices
+    for bad in (0.9, 2.5):
+        with pytest.raises(ConfigError, match="max_zoom"):
+            StabilizeConfig(max_zoom=bad)
+
+
+def test_zoom_narrows_the_view_about_the_principal_point():
+    c2w = torch.eye(4, dtype=torch.float64)[None]
+    angle = 0.2  # the pure pan of the test above, seen at zoom 1.5: the border ray's angle shrinks
+    virtual = make_pose(
+        axis_angle_to_matrix(torch.tensor([[0.0, angle, 0.0]], dtype=torch.float64)),
+        torch.zeros(1, 3, dtype=torch.float64),
+    )
+    fx, (cx, width) = 277.0, (160.0, 320)
+    edge = np.arctan((width - cx) / (fx * 1.5))
+    expected = fx * np.tan(angle + edge) + cx - width - MARGIN[0]
+    zoom = torch.tensor([1.5], dtype=torch.float64)
+    assert float(overshoot(c2w=c2w, virtual=virtual, canvas=CANVAS, zoom=zoom)[0]) == pytest.approx(
+        expected, rel=1e-6
+    )
+
+
+def test_needed_zoom_is_at_most_the_limit_covers_where_it_can_and_eases(strong_shake):
+    shaky = torch.from_numpy(strong_shake.c2w)
+    smoothed = min_acceleration_path(shaky, strength=4)
+    where = {"c2w": shaky, "virtual": smoothed, "canvas": CANVAS}
+    short = overshoot(**where) > 0
+    assert bool(short.any())  # measured: 4 frames overshoot, by up to 8.8 px
+    zoom = needed_zoom(**where, most=1.1, smooth_frames=15)
+    assert float(zoom.min()) >= 1 and float(zoom.max()) <= 1.1 + 1e-12
+    # every frame is covered at its zoom unless even 1.1 is not enough there
+    at_most = overshoot(**where, zoom=torch.full_like(zoom, 1.1)) <= 0
+    covered = overshoot(**where, zoom=zoom) <= 0
+    assert bool(covered[at_most].all()) and bool((zoom[~at_most] == 1.1).all())
+    # no pumping: the zoom changes by at most a few thousandths a frame (a step to 1.1 would be 0.1)
+    assert float(zoom.diff().abs().max()) < 0.02
+    assert torch.equal(
+        needed_zoom(**where, most=1.0, smooth_frames=15), torch.ones(len(shaky), dtype=torch.float64)
+    )
+    calm = shaky_path(0.5, 0.002, count=150)
+    fits = {"c2w": calm, "virtual": min_acceleration_path(calm, strength=1), "canvas": CANVAS}
+    assert bool((needed_zoom(**fits, most=1.1, smooth_frames=15) == 1).all())  # zoom only where needed
+
+
+def test_zoom_spares_frames_the_bound_would_bend(strong_shake):
+    shaky = torch.from_numpy(strong_shake.c2w)
+    smoothed = min_acceleration_path(shaky, strength=4)
+    zoom = needed_zoom(c2w=shaky, virtual=smoothed, canvas=CANVAS, most=1.1, smooth_frames=15)
+    plain = bounded_path(c2w=shaky, smoothed=smoothed, canvas=CANVAS, strength=4)
+    path, zoomed = bounded_path(c2w=shaky, smoothed=smoothed, canvas=CANVAS, strength=4, zoom=zoom)
+    assert float(overshoot(c2w=shaky, virtual=path, canvas=CANVAS, zoom=zoom).max()) <= 0
+    assert zoomed["frames_bent"] < 0.5 * plain[1]["frames_bent"]  # measured: 0 against 149
 
 
 def test_a_path_that_fits_is_left_alone():

@@ -167,11 +167,27 @@ def test_rerun_with_another_strength_skips_poses_and_finetuning(shaky, stabilize
     work = ["--work-dir", str(folder / ".out.gavs-work")]
     out = str(folder / "strong.mp4")
     assert (
-        stabilize_main([str(folder / "shaky.mp4"), "-o", out, "--strength", "2", *work, "--no-eval", *QUICK])
+        stabilize_main(
+            [
+                str(folder / "shaky.mp4"),
+                "-o",
+                out,
+                "--strength",
+                "2",
+                "--max-zoom",
+                "1.05",
+                *work,
+                "--no-eval",
+                *QUICK,
+            ]
+        )
         == 0
     )
     report = json.loads((folder / "strong.report.json").read_text())
-    assert report["cached"] == {"poses": True, "finetune": True}
+    assert report["cached"] == {"poses": True, "finetune": True}  # max_zoom is not in finetuning's key
+    for run in (first, report):
+        assert len(run["zoom"]["per_frame"]) == SCENE.num_frames
+    assert first["zoom"]["max"] == 1.0 and 1.0 <= report["zoom"]["max"] <= 1.05
     assert report["timings_s"]["poses"] < 0.5 * first["timings_s"]["poses"]
     assert report["segments"][0]["finetune_curve"] == first["segments"][0]["finetune_curve"]
     assert report["segments"][0]["finetune_seconds"] == 0  # nothing was finetuned in this run

@@ -6,8 +6,8 @@ import torch
 
 from data_prep.schema import ClipPoses
 from data_prep.synthetic import SyntheticConfig, generate
-from infer.views import heldout_pairs, view_psnr
 from infer.finetune import FinetuneConfig, finetune_windows, window_pairs
+from infer.views import heldout_pairs, view_psnr
 from model.network import GaussianPredictor, NetworkConfig
 
 
