@@ -1,7 +1,7 @@
 """Finetuning from a pretrained prior against finetuning from scratch, on clips never trained on.
 
-    python bench/prior.py --clips ../shared/clips --prior checkpoints/gavs-prior-tiny \\
-        --work /tmp/prior --out bench/results/prior.json [KEY=VALUE ...]
+    python bench/prior.py --clips ../shared/clips --prior releases/prior-cpu \\
+        --work /tmp/prior --out bench/results/prior.json [--max-frames N] [KEY=VALUE ...]
 
 Each clip is stabilized twice with ``gavs-stabilize`` at the same setting (the device's
 default preset, then any ``KEY=VALUE`` overrides): from a fresh network and from ``--prior``.
@@ -106,7 +106,8 @@ def run(clip: Path, name: str, checkpoint: Path | None, args, motion, source) ->
     seconds = stabilize(clip, out, args.work / "cache", checkpoint, args.overrides)
     report = json.loads(out.with_suffix(".report.json").read_text())
     curve = [step["total"] for s in report["segments"] for step in s.get("finetune_curve", [])]
-    scores = evaluate(source.frames, read_video(out).frames, source.fps, progress=False, input_motion=motion)
+    output = read_video(out, args.max_frames).frames
+    scores = evaluate(source.frames, output, source.fps, progress=False, input_motion=motion)
     return {
         "clip": clip.name,
         "init": name,
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "prior.json")
     parser.add_argument("--smooth", type=int, default=10, help="steps the loss is averaged over")
     parser.add_argument("--pairs", type=int, default=32, help="held-out pairs per 3D segment")
+    parser.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="gavs-stabilize config overrides")
     args = parser.parse_args()
     if not (args.prior / "model.safetensors").is_file():
@@ -158,10 +160,12 @@ def main() -> None:
     if not clips:
         parser.error(f"{args.clips}: no video files")
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.max_frames:
+        args.overrides = [*args.overrides, f"max_frames={args.max_frames}"]
 
     rows = []
     for clip in clips:
-        source = read_video(clip)
+        source = read_video(clip, args.max_frames)
         motion = analyse_motion(source.frames, progress=False)
         scratch = run(clip, "scratch", None, args, motion, source)
         prior = run(clip, "prior", args.prior, args, motion, source)

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import tarfile
+from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from importlib import metadata
@@ -178,7 +179,7 @@ def plan_jobs(videos: list[Path], config: PrepConfig, rejected: list[dict]) -> l
                     clip_key(video, start),
                     str(video),
                     start,
-                    ingested.frames[start:end],
+                    ingested.frames[start:end].copy(),  # not a view that keeps the whole video
                     ingested.fps,
                     ingested.source_indices,
                     ingested.timestamps,
@@ -212,7 +213,7 @@ def build(
     seen: set[str] = set()
     processed = 0
     bar = tqdm(total=0, desc="clips", unit="clip", disable=None if progress is None else not progress)
-    # One video at a time: only its frames are in memory while its clips are processed. The
+    # One video decoded at a time: only its frames, and the clips in flight, are in memory. The
     # clips are posed in worker processes, even with one worker, so that a stop signal reaches
     # this process at once and ends the workers (COLMAP's C++ never returns to Python to see
     # it). spawn, not fork: forking a process whose torch/OpenMP/COLMAP threads are running can
@@ -222,6 +223,11 @@ def build(
         threads = max(1, (os.cpu_count() or 1) // config.workers)
         config = replace(config, poses=replace(config.poses, num_threads=threads))
     pool = context.Pool(max(1, config.workers), initializer=_worker_init)
+    # Clips are queued across videos, so short videos of one clip each keep every worker busy;
+    # a few clips per worker in flight bound the memory beside the video being decoded.
+    work = partial(_process_clip, config=config, cache=cache)
+    in_flight: deque = deque()
+    max_in_flight = 2 * max(1, config.workers)
     try:
         for number, video in enumerate(videos):
             interrupt.progress(f"video {number + 1} of {len(videos)} ({video.name})")
@@ -238,9 +244,15 @@ def build(
             ]
             bar.total += len(todo)
             bar.refresh()
-            for _ in pool.imap_unordered(partial(_process_clip, config=config, cache=cache), todo):
-                bar.update()
+            for job in todo:
+                while len(in_flight) >= max_in_flight:
+                    in_flight.popleft().get()  # raises what the worker raised
+                    bar.update()
+                in_flight.append(pool.apply_async(work, (job,)))
             processed += len(todo)
+        while in_flight:
+            in_flight.popleft().get()
+            bar.update()
         pool.close()
     except BaseException:
         pool.terminate()  # SIGTERM to each worker, mid-clip if need be; its clip is redone next time
