@@ -62,6 +62,7 @@ def model_card(
         "",
         "```python",
         "from model.release import load_predictor",
+        "",
         'net = load_predictor("THIS_FOLDER")',
         "```",
         "",
