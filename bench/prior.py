@@ -33,12 +33,12 @@ import torch
 from omegaconf import OmegaConf
 
 from common.atomic import write_atomic
+from data_prep.ingest import VIDEO_SUFFIXES
 from data_prep.video import read_video
 from evaluation.metrics import analyse_motion, evaluate
 from infer.stabilize import StabilizeConfig, StageTimer, reconstruct
 from infer.views import heldout_pairs, view_psnr
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 METRICS = ["jitter_px", "flicker", "C", "D", "sharpness", "valid_ratio"]
 
 
@@ -56,7 +56,7 @@ def steps_to_reach(curve: np.ndarray, level: float) -> int | None:
     return int(below[0]) + 1 if below.size else None
 
 
-def stabilize(clip: Path, out: Path, work: Path, checkpoint: Path | None, overrides: list[str]) -> float:
+def stabilize_clip(clip: Path, out: Path, work: Path, checkpoint: Path | None, overrides: list[str]) -> float:
     command = [sys.executable, "-m", "infer.stabilize_cli", str(clip), "-o", str(out)]
     command += ["--quiet", "--no-eval", "--work-dir", str(work), *overrides]
     command += ["--checkpoint", str(checkpoint)] if checkpoint else []
@@ -103,7 +103,7 @@ def heldout_psnr(clip: Path, report: dict, work: Path, checkpoint: Path | None, 
 
 def run(clip: Path, name: str, checkpoint: Path | None, args, motion, source) -> dict:
     out = args.work / f"{clip.stem}.{name}.mp4"
-    seconds = stabilize(clip, out, args.work / "cache", checkpoint, args.overrides)
+    seconds = stabilize_clip(clip, out, args.work / "cache", checkpoint, args.overrides)
     report = json.loads(out.with_suffix(".report.json").read_text())
     curve = [step["total"] for s in report["segments"] for step in s.get("finetune_curve", [])]
     output = read_video(out, args.max_frames).frames

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from common.atomic import write_atomic
+from data_prep.ingest import VIDEO_SUFFIXES
 from data_prep.video import read_video
 from evaluation.metrics import analyse_motion, evaluate
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".m4v", ".mov", ".mkv", ".webm"}
 VIDSTAB_SMOOTHING = 30  # the setting of the published baseline table in shared/clips/README.md
 COLUMNS = [
     ("C", "C"),
