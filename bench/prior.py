@@ -1,7 +1,7 @@
 """Finetuning from a pretrained prior against finetuning from scratch, on clips never trained on.
 
-    python bench/prior.py --clips ../shared/clips --prior releases/prior-cpu \\
-        --work /tmp/prior --out bench/results/prior.json [--max-frames N] [KEY=VALUE ...]
+    python bench/prior.py --clips ../shared/clips --prior model/releases/prior-cpu \\
+        --work /tmp/prior --out bench/results/prior.json [--max-frames N] [--fewer F] [KEY=VALUE ...]
 
 Each clip is stabilized twice with ``gavs-stabilize`` at the same setting (the device's
 default preset, then any ``KEY=VALUE`` overrides): from a fresh network and from ``--prior``.
@@ -15,6 +15,10 @@ compare step by step. Per run:
   neighbours that finetuning never compared them with;
 - for the prior: the first step at which its smoothed loss reaches scratch's final one, and
   the share of scratch's steps that is.
+
+With ``--fewer F``, the prior runs a third time with F times the finetuning steps
+(``finetune.min_steps`` and ``finetune.steps_per_frame`` scaled), for the question a preset
+asks: does the prior at fewer steps match scratch at all of them?
 
 Prints a markdown table and writes JSON.
 """
@@ -59,7 +63,7 @@ def steps_to_reach(curve: np.ndarray, level: float) -> int | None:
 def stabilize_clip(clip: Path, out: Path, work: Path, checkpoint: Path | None, overrides: list[str]) -> float:
     command = [sys.executable, "-m", "infer.stabilize_cli", str(clip), "-o", str(out)]
     command += ["--quiet", "--no-eval", "--work-dir", str(work), *overrides]
-    command += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    command += ["--checkpoint", str(checkpoint or "none")]  # none: whatever the preset names
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -67,15 +71,14 @@ def stabilize_clip(clip: Path, out: Path, work: Path, checkpoint: Path | None, o
     return time.perf_counter() - started
 
 
-def heldout_psnr(clip: Path, report: dict, work: Path, checkpoint: Path | None, pairs: int) -> float:
+def heldout_psnr(clip: Path, report: dict, work: Path, pairs: int) -> float:
     """Mean PSNR over every 3D segment's held-out neighbour views, from the run's cached
-    reconstruction."""
+    reconstruction (its config, checkpoint included, from its report)."""
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StabilizeConfig), report["config"]))
     device = torch.device("cpu")
     found = reconstruct(
         clip,
         config,
-        checkpoint=str(checkpoint) if checkpoint else None,
         work_dir=work,
         device=device,
         progress=False,
@@ -101,9 +104,9 @@ def heldout_psnr(clip: Path, report: dict, work: Path, checkpoint: Path | None, 
     return float(np.nanmean(scores))
 
 
-def run(clip: Path, name: str, checkpoint: Path | None, args, motion, source) -> dict:
-    out = args.work / f"{clip.stem}.{name}.mp4"
-    seconds = stabilize_clip(clip, out, args.work / "cache", checkpoint, args.overrides)
+def run(clip: Path, name: str, checkpoint: Path | None, args, motion, source, extra=()) -> dict:
+    out = args.work / f"{clip.stem}.{name.replace(' ', '-')}.mp4"
+    seconds = stabilize_clip(clip, out, args.work / "cache", checkpoint, [*args.overrides, *extra])
     report = json.loads(out.with_suffix(".report.json").read_text())
     curve = [step["total"] for s in report["segments"] for step in s.get("finetune_curve", [])]
     output = read_video(out, args.max_frames).frames
@@ -117,7 +120,7 @@ def run(clip: Path, name: str, checkpoint: Path | None, args, motion, source) ->
         "finetune_seconds_per_frame": report["seconds_per_frame"].get("finetune"),
         "curve": curve,
         "final_loss": float(smoothed(curve, args.smooth)[-1]),
-        "heldout_psnr": heldout_psnr(clip, report, args.work / "cache", checkpoint, args.pairs),
+        "heldout_psnr": heldout_psnr(clip, report, args.work / "cache", args.pairs),
         **{k: scores["output"][k] for k in METRICS},
     }
 
@@ -148,6 +151,7 @@ def main() -> None:
     parser.add_argument("--smooth", type=int, default=10, help="steps the loss is averaged over")
     parser.add_argument("--pairs", type=int, default=32, help="held-out pairs per 3D segment")
     parser.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
+    parser.add_argument("--fewer", type=float, help="also run the prior with this share of the steps")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="gavs-stabilize config overrides")
     args = parser.parse_args()
     if not (args.prior / "model.safetensors").is_file():
@@ -173,6 +177,18 @@ def main() -> None:
             smoothed(prior["curve"], args.smooth), scratch["final_loss"]
         )
         rows += [scratch, prior]
+        if args.fewer:
+            tuning = json.loads((args.work / f"{clip.stem}.scratch.report.json").read_text())
+            tuning = tuning["config"]["finetune"]
+            fewer = [
+                f"finetune.min_steps={max(1, round(tuning['min_steps'] * args.fewer))}",
+                f"finetune.steps_per_frame={tuning['steps_per_frame'] * args.fewer}",
+            ]
+            short = run(clip, f"prior x{args.fewer:g}", args.prior, args, motion, source, fewer)
+            short["steps_to_scratch_loss"] = steps_to_reach(
+                smoothed(short["curve"], args.smooth), scratch["final_loss"]
+            )
+            rows.append(short)
         print(
             f"{clip.name}: scratch {scratch['final_loss']:.4f}, prior {prior['final_loss']:.4f}",
             file=sys.stderr,

@@ -368,7 +368,6 @@ def write_depths(
     depth: DepthConfig,
     *,
     size: tuple[int, int],
-    checkpoint: str | None,
     device: torch.device,
     progress: bool,
 ) -> dict:
@@ -376,7 +375,7 @@ def write_depths(
     measure the sources, and return the report's depth entry."""
     clip = built.clip
     render = {"config": config.render, "backend": config.backend, "device": device}
-    first = initial_network(config, checkpoint)[0].to(device).eval() if depth.compare else None
+    first = initial_network(config)[0].to(device).eval() if depth.compare else None
     measures: dict[str, list[Measure]] = {s: [] for s in (SOURCES if depth.compare else SOURCES[:1])}
     cameras: list[dict | None] = []
     starts: list[int] = []

@@ -1,7 +1,7 @@
 """Presets chosen by device, and the time a run is expected to take, said before it starts.
 
 ``--preset default`` gives a CUDA device the config's defaults, GaVS's full finetuning, and a
-CPU the ``cpu`` preset, which keeps the quality targets with 1/30 of the finetuning; ``fast``
+CPU the ``cpu`` preset: the shipped prior, finetuned with about 1/100 of GaVS's renders; ``fast``
 (a few steps, a small working size) and ``gavs`` (GaVS's published setting, its smoothing
 included: ``configs/stabilize/gavs.yaml``) choose outright. A ``--config`` file and
 ``key=value`` overrides apply on top of the preset.
@@ -13,6 +13,7 @@ without measured costs gets no estimate, and says so.
 
 from __future__ import annotations
 
+import argparse
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -20,13 +21,43 @@ from typing import Literal
 import torch
 import yaml
 
-from common.config import resolve_preset
+from common.config import load_config, resolve_preset
 from data_prep.ingest import working_size
 from data_prep.video import VideoInfo
 from infer.finetune import step_count
 
 Choice = Literal["default", "fast", "gavs"]
 CHOICES: tuple[Choice, ...] = ("default", "fast", "gavs")
+
+
+def add_preset_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        choices=CHOICES,
+        default="default",
+        help="default: GaVS's full finetuning on CUDA, the cpu preset on a CPU (the shipped prior "
+        "finetuned with about 1/100 of GaVS's renders); fast: a quick preview from the prior; "
+        "gavs: GaVS's published setting. --config and key=value apply on top",
+    )
+
+
+def pick_device(setting: str) -> torch.device:
+    """The device a config's ``device`` setting names (auto: CUDA when available)."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def configured(schema: type, choice: Choice, config: str | None, overrides: list[str]):
+    """A ``schema`` (StabilizeConfig or a subclass) from ``choice``'s preset for the device
+    the settings name, then ``config`` (a preset name or a YAML file), then ``overrides``;
+    gavs-stabilize and gavs-render resolve theirs alike, so a readout finds a stabilize run's
+    cache."""
+    chosen = [resolve_preset("stabilize", config)] if config else []
+    device = pick_device(load_config(schema, chosen, overrides).device)
+    name, path = preset_for(choice, device)
+    layers = chosen if path is None else [path, *chosen]
+    return load_config(schema, layers, [*overrides, f"preset={name}"])
 
 
 def preset_for(choice: Choice, device: torch.device) -> tuple[str, Path | None]:

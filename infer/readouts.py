@@ -134,7 +134,6 @@ def render(
     config: ReadoutConfig,
     readout: Readout,
     *,
-    checkpoint: str | None,
     work_dir: Path | None,
     progress: bool,
 ) -> dict:
@@ -146,7 +145,6 @@ def render(
         output,
         config,
         readout,
-        checkpoint=checkpoint,
         work_dir=work_dir,
         cached_only=cached_only,
         progress=progress,
@@ -245,7 +243,6 @@ def run_depth(
     output: Path,
     config: ReadoutConfig,
     *,
-    checkpoint: str | None,
     work_dir: Path | None,
     progress: bool,
 ) -> dict:
@@ -260,14 +257,13 @@ def run_depth(
     check_depth_output(output, size, info, work_dir)
     device, timer = pick_device(config.device), StageTimer()
     resolve_backend(config.backend, device)  # builds the renderer's kernels now, not mid-stage
-    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+    where = {"work_dir": work_dir, "device": device, "progress": progress}
     built = reconstruct(video, config, timer=timer, warn=print_warning, cached_only=cached_only, **where)
     with atomic_path(output, folder=True) as folder:  # the folder appears whole or not at all
         with timer.stage("depth"):
             depth = write_depths(
-                folder, built, config, config.depth, size=size, device=device, progress=progress,
-                checkpoint=checkpoint,
-            )  # fmt: skip
+                folder, built, config, config.depth, size=size, device=device, progress=progress
+            )
         report = depth_report(video, output, config, device, built, depth, timer)
         write_atomic(folder / "report.json", json.dumps(report, indent=1, default=str))
     return report

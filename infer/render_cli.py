@@ -12,20 +12,19 @@ from common.config import (
     add_flags,
     config_yaml,
     flag_overrides,
-    load_config,
     preset_names,
-    resolve_preset,
 )
 from data_prep.poses import PoseError
 from data_prep.video import VideoError
 from infer.camera_paths import PRESETS, PathFileError
 from infer.depth import DepthOutputError
 from infer.posing import WorkFolderError
+from infer.presets import add_preset_flag, configured
 from infer.readouts import ReadoutConfig, path_readout, render, run_depth, stereo_readout
 from infer.stereo import LAYOUTS
 from model.release import ReleaseError
 
-FLAGS = ["resolution", "max_frames", "device", "crf"]
+FLAGS = ["resolution", "max_frames", "device", "crf", "checkpoint"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "Render a clip from its 3D reconstruction along a new camera path, or as stereo video, "
             "with the same neighbour fill, fusion and detail transfer as gavs-stabilize. Give the work "
-            "folder of an earlier gavs-stabilize run on the same video (and the same --config and "
+            "folder of an earlier gavs-stabilize run on the same video (and the same --preset, --config and "
             "overrides) and no pose or finetuning stage runs again; without --work-dir, this command "
             "runs them itself. Writes OUT, OUT.report.json (the cameras rendered, pixel origins, "
             "timings) and OUT.path.png; with --depth, OUT is a folder."
@@ -77,23 +76,22 @@ def parser() -> argparse.ArgumentParser:
         "report.json (consistency of the finetuned depth, the network's before finetuning and SfM's)",
     )
     parser.add_argument("--work-dir", type=Path, help="an earlier gavs-stabilize run's work folder")
-    parser.add_argument("--checkpoint", help="a release folder or hub id (default: a fresh network)")
     add_flags(parser, ReadoutConfig, FLAGS)
-    parser.add_argument("--config", help="a gavs-stabilize preset name or a YAML file")
+    add_preset_flag(parser)
+    parser.add_argument("--config", help="a gavs-stabilize preset name or a YAML file, over --preset")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
 def run(args: argparse.Namespace, overrides: list[str], video: Path) -> int:
-    preset = resolve_preset("stabilize", args.config) if args.config else None
-    config = load_config(ReadoutConfig, preset, overrides)
+    config = configured(ReadoutConfig, args.preset, args.config, overrides)
     if args.print_config:
         print(config_yaml(config), end="")
         return 0
     if not video.is_file():
         raise VideoError(f"{video}: no such file")
-    where = {"checkpoint": args.checkpoint, "work_dir": args.work_dir, "progress": not args.quiet}
+    where = {"work_dir": args.work_dir, "progress": not args.quiet}
     if args.depth:
         report = run_depth(video, args.output, config, **where)
         found = ", ".join(

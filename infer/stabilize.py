@@ -55,7 +55,7 @@ from infer.posing import (
     cache_key,
     decode_and_pose,
 )
-from infer.presets import announcement, clip_frames, estimate_seconds
+from infer.presets import announcement, clip_frames, estimate_seconds, pick_device
 from infer.rerender import RenderConfig, SegmentRenderer
 from infer.trajectory import GAVS_SIGMA, acceleration_weight, gaussian_window_path, min_acceleration_path
 from model.cameras import relative_pose
@@ -101,6 +101,10 @@ class StabilizeConfig:
     B-frames, at about 1.7x the file size."""
     seed: int = 0
     """Seed of the fresh network and of finetuning."""
+    checkpoint: str | None = None
+    """Where finetuning starts: a release folder, a release shipped with gavs by name
+    (prior-cpu), or a hub id (org/name); none: a fresh network as the network settings say,
+    seeded by seed."""
     network: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(backbone="resnet18", decoder_channels=(8, 16, 32, 64, 128))
     )
@@ -136,16 +140,12 @@ class StabilizeConfig:
             raise ConfigError(f"max_zoom must be 1 (no zoom) to {MAX_ZOOM}, got {self.max_zoom}")
         if not DEVICE.match(self.device):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.checkpoint is not None and self.checkpoint.lower() in ("none", ""):
+            self.checkpoint = None  # as the command line writes it: --checkpoint none
 
 
 def print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
 
 
 @dataclass
@@ -158,9 +158,10 @@ class Finetuned:
     seconds: float = 0.0  # this run's finetuning wall time (0 when cached)
 
 
-def initial_network(config: StabilizeConfig, checkpoint: str | None) -> tuple[GaussianPredictor, dict]:
-    """The network finetuning starts from (a seeded fresh one, or a release's) and where it
-    came from."""
+def initial_network(config: StabilizeConfig) -> tuple[GaussianPredictor, dict]:
+    """The network finetuning starts from (a seeded fresh one, or ``config.checkpoint``'s) and
+    where it came from."""
+    checkpoint = config.checkpoint
     if checkpoint is None:
         torch.manual_seed(config.seed)
         return GaussianPredictor(config.network), {
@@ -180,7 +181,6 @@ def finetuned_network(
     *,
     poses_key: str,
     config: StabilizeConfig,
-    checkpoint: str | None,
     work_dir: Path,
     device: torch.device,
     progress: bool,
@@ -190,7 +190,7 @@ def finetuned_network(
     """The clip's finetuned network, from the cache when this clip, start and config were
     seen (with ``cached_only``, WorkFolderError when not); a stopped finetuning continues from
     its last checkpoint."""
-    net, provenance = initial_network(config, checkpoint)
+    net, provenance = initial_network(config)
     tuning = {k: v for k, v in asdict(config.finetune).items() if k not in NOT_IN_RESULT}
     settings = (asdict(net.config), asdict(config.canvas), tuning, config.backend, config.seed)
     folder = work_dir / "finetune" / cache_key("finetune/3", poses_key, provenance, *settings)
@@ -550,7 +550,6 @@ def reconstruct(
     video: Path,
     config: StabilizeConfig,
     *,
-    checkpoint: str | None,
     work_dir: Path,
     device: torch.device,
     progress: bool,
@@ -581,7 +580,7 @@ def reconstruct(
     with timer.stage("smoothing"):
         plans = plan_paths(clip, config)
     tuned: dict[int, Finetuned] = {}
-    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+    where = {"work_dir": work_dir, "device": device, "progress": progress}
 
     def network(k: int) -> GaussianPredictor:
         posed = clip.posed(plans[k].segment)
@@ -701,7 +700,6 @@ def run_readout(
     config: StabilizeConfig,
     readout: Readout,
     *,
-    checkpoint: str | None,
     work_dir: Path,
     cached_only: bool = False,
     side_by_side: bool = False,
@@ -726,15 +724,15 @@ def run_readout(
     device, timer = pick_device(config.device), StageTimer()
     renderer = resolve_backend(config.backend, device)  # builds its kernels now, not mid-stage
     estimate = estimate_seconds(config, info, device, evaluate_output)
-    if checkpoint is not None:
-        initial_network(config, checkpoint)  # a release that does not load fails here, not after SfM
+    if config.checkpoint is not None:
+        initial_network(config)  # a release that does not load fails here, not after SfM
     frames = clip_frames(config, info)
     if 0 < frames < MIN_FRAMES:  # known from the container: fail before any work or announcement
         raise VideoError(f"{video}: {frames} frames; stabilizing needs at least {MIN_FRAMES}")
     if not cached_only:  # one line before the work, also when quiet
         program = "gavs-stabilize" if readout is STABILIZED else "gavs-render"
         print(f"{program}: {announcement(config.preset, device, frames, estimate)}", file=sys.stderr)
-    where = {"checkpoint": checkpoint, "work_dir": work_dir, "device": device, "progress": progress}
+    where = {"work_dir": work_dir, "device": device, "progress": progress}
     built = reconstruct(
         video, config, timer=timer, warn=warn, cached_only=cached_only, check=readout.check, **where
     )
@@ -797,7 +795,6 @@ def stabilize(
     output: Path,
     config: StabilizeConfig,
     *,
-    checkpoint: str | None = None,
     work_dir: Path | None = None,
     side_by_side: bool = False,
     evaluate_output: bool = True,
@@ -813,7 +810,6 @@ def stabilize(
         output,
         config,
         STABILIZED,
-        checkpoint=checkpoint,
         work_dir=work_dir,
         side_by_side=side_by_side,
         evaluate_output=evaluate_output,

@@ -14,15 +14,13 @@ from common.config import (
     add_flags,
     config_yaml,
     flag_overrides,
-    load_config,
     preset_names,
-    resolve_preset,
 )
 from common.interrupt import Interrupted, interrupted_line
 from data_prep.poses import PoseError
 from data_prep.video import VideoError
-from infer.presets import CHOICES, preset_for
-from infer.stabilize import StabilizeConfig, pick_device, stabilize
+from infer.presets import add_preset_flag, configured
+from infer.stabilize import StabilizeConfig, stabilize
 from model.release import ReleaseError
 
 # StabilizeConfig fields that get an option of their own; every field is also key=value
@@ -36,6 +34,7 @@ FLAGS = [
     "max_frames",
     "device",
     "strict",
+    "checkpoint",
 ]
 OUTPUT_SUFFIX = ".stabilized.mp4"  # the output's name in an output folder: CLIP.stabilized.mp4
 
@@ -70,7 +69,6 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-o", "--output", type=Path, help="the stabilized video (.mp4), or a folder (ending in /) for several"
     )
-    parser.add_argument("--checkpoint", help="a release folder or hub id (default: a fresh network)")
     add_flags(parser, StabilizeConfig, FLAGS)
     parser.add_argument(
         "--work-dir",
@@ -79,14 +77,7 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--side-by-side", action="store_true", help="also write OUT.side-by-side.mp4")
     parser.add_argument("--no-eval", action="store_true", help="skip scoring input and output (gavs-eval)")
-    parser.add_argument(
-        "--preset",
-        choices=CHOICES,
-        default="default",
-        help="default: GaVS's full finetuning on CUDA, the cpu preset on a CPU (1/30 of "
-        "the finetuning renders, the same quality targets); fast: a quick preview; gavs: GaVS's "
-        "published setting. --config and key=value apply on top",
-    )
+    add_preset_flag(parser)
     parser.add_argument("--config", help="a preset name or a YAML file, applied over --preset")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -126,7 +117,6 @@ def run_one(video: Path, output: Path, work_dir: Path | None, config: StabilizeC
         video,
         output,
         config,
-        checkpoint=args.checkpoint,
         work_dir=work_dir,
         side_by_side=args.side_by_side,
         evaluate_output=not args.no_eval,
@@ -170,15 +160,6 @@ def summary_table(results: list[tuple[Path, dict | None, str | None, float]]) ->
     return "\n".join(lines)
 
 
-def configured(args: argparse.Namespace, overrides: list[str]) -> StabilizeConfig:
-    """The config: --preset's file for the device, then --config, then the overrides."""
-    chosen = [resolve_preset("stabilize", args.config)] if args.config else []
-    device = pick_device(load_config(StabilizeConfig, chosen, overrides).device)
-    name, path = preset_for(args.preset, device)
-    layers = chosen if path is None else [path, *chosen]
-    return load_config(StabilizeConfig, layers, [*overrides, f"preset={name}"])
-
-
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_intermixed_args(argv)  # overrides may come before or after the options
@@ -190,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [item for item, override in zip(args.input, is_override, strict=True) if override]
     overrides += flag_overrides(args, FLAGS)
     try:
-        config = configured(args, overrides)
+        config = configured(StabilizeConfig, args.preset, args.config, overrides)
         if args.print_config:
             print(config_yaml(config), end="")
             return 0

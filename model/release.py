@@ -1,7 +1,8 @@
 """Saving and loading a GaussianPredictor as a folder: ``model.safetensors`` + ``config.yaml``.
 
 The same folder format serves a checkpoint's exported EMA weights and a ``gavs-release``
-release. ``load_predictor`` accepts such a folder or a Hugging Face hub id (fetched through
+release. ``load_predictor`` accepts such a folder, the name of a release shipped inside the package
+(``model/releases/NAME``: ``prior-cpu``), or a Hugging Face hub id (fetched through
 ``huggingface_hub`` only when the user names one). It refuses weights that do not fit their
 config, a network other than the one a caller expects, and files whose sha256 does not match
 ``SHA256SUMS``.
@@ -13,6 +14,7 @@ import hashlib
 import os
 import re
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -93,15 +95,29 @@ def save_predictor(
     return folder
 
 
+def shipped() -> dict[str, Path]:
+    """The releases that ship inside the package, by name."""
+    folder = Path(str(resources.files("model") / "releases"))
+    found = folder.iterdir() if folder.is_dir() else []
+    return {p.name: p for p in sorted(found) if (p / WEIGHTS).is_file()}
+
+
 def resolve(source: str | os.PathLike) -> Path:
-    """A local folder for ``source``: the folder itself, or a hub id's downloaded snapshot."""
+    """A local folder for ``source``: the folder itself, a shipped release's (by name), or a
+    hub id's downloaded snapshot."""
     path = Path(source)
     if path.exists():
         if not path.is_dir():
             raise ReleaseError(f"{path}: expected a release folder (with {WEIGHTS} and {CONFIG}), got a file")
         return path
+    if str(source) in shipped():
+        return shipped()[str(source)]
     if not HUB_ID.match(str(source)):
-        raise ReleaseError(f"{source}: no such folder, and not a hub id of the form org/name")
+        names = ", ".join(shipped()) or "none"
+        raise ReleaseError(
+            f"{source}: no such folder, no shipped release of that name ({names}), "
+            "and not a hub id of the form org/name"
+        )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

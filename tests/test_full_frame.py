@@ -88,7 +88,6 @@ def scene(tmp_path_factory):
         posed,
         poses_key="truth",
         config=replace(CONFIG, canvas=CONFIG.canvas.fixed(pad)),
-        checkpoint=None,
         work_dir=folder,
         device=CPU,
         progress=False,

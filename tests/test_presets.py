@@ -11,6 +11,7 @@ from helpers import QUICK_STABILIZE
 from data_prep.synthetic import SyntheticConfig, generate
 from data_prep.video import probe, write_video
 from infer.presets import announcement, estimate_seconds, preset_for
+from infer.render_cli import main as render_main
 from infer.stabilize import StabilizeConfig
 from infer.stabilize_cli import main as stabilize_main
 
@@ -31,6 +32,9 @@ def test_the_device_picks_the_preset_and_explicit_settings_win(capsys):
     shipped = yaml.safe_load(Path(preset_for("default", CPU)[1]).read_text())
     assert cpu["preset"] == "cpu" and cpu["resolution"] == shipped["resolution"]
     assert cpu["finetune"]["steps_per_frame"] == shipped["finetune"]["steps_per_frame"] < 3.0
+    # the CPU preset starts from the shipped prior; CUDA's default from a fresh network
+    assert cpu["checkpoint"] == shipped["checkpoint"] == "prior-cpu" and StabilizeConfig().checkpoint is None
+    assert printed(capsys, "--device", "cpu", "--checkpoint", "none")["checkpoint"] is None
     gavs = printed(capsys, "--device", "cpu", "--preset", "gavs")
     assert (
         gavs["preset"] == "gavs"
@@ -42,6 +46,15 @@ def test_the_device_picks_the_preset_and_explicit_settings_win(capsys):
     # --config over the preset, key=value over both
     layered = printed(capsys, "--device", "cpu", "--config", "cpu-demo", "finetune.batch=4")
     assert layered["resolution"] == 192 and layered["finetune"]["batch"] == 4 and layered["preset"] == "cpu"
+
+
+def test_gavs_render_resolves_the_settings_gavs_stabilize_does(capsys):
+    """So that a readout with --work-dir finds the stabilize run's poses and networks."""
+    for args in (["--device", "cpu"], ["--device", "cpu", "--preset", "fast", "finetune.batch=2"]):
+        stabilized = printed(capsys, *args)
+        assert render_main(["in.mp4", "--path", "push-in", "--print-config", *args]) == 0
+        rendered = yaml.safe_load(capsys.readouterr().out)
+        assert {k: rendered[k] for k in stabilized} == stabilized
 
 
 def test_the_estimate_grows_with_the_work_and_needs_measured_costs(tmp_path):

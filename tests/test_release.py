@@ -85,7 +85,7 @@ def test_loader_refusals(released, tmp_path):
         load_predictor(mismatched)
     with pytest.raises(ReleaseError, match="not a release folder"):
         load_predictor(tmp_path)
-    with pytest.raises(ReleaseError, match="no such folder, and not a hub id"):
+    with pytest.raises(ReleaseError, match=r"no such folder, no shipped release of that name \(prior-cpu\)"):
         load_predictor(tmp_path / "missing" / "deeper")
 
 

@@ -23,6 +23,7 @@ from infer.stabilize_cli import main as stabilize_main
 from infer.stereo import COMMENTS
 from model.cameras import align_poses, make_pose
 from model.rasterize_cpu import cpu_kernels_available
+from model.release import sha256, shipped
 
 SCENE = SyntheticConfig(width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=2.0)
 QUICK = QUICK_STABILIZE
@@ -108,7 +109,10 @@ def test_output_is_steadier_and_matches_the_scene_at_the_smoothed_poses(shaky, s
     side = read_video(folder / "out.side-by-side.mp4").frames
     assert side.shape == (SCENE.num_frames, SCENE.height, 2 * SCENE.width, 3)
     assert cv2.imread(str(folder / "out.path.png")).shape == (500, 1200, 3)  # the 2x3 plot, 12x5 in
-    assert report["network"].startswith("fresh network") and len(report["segments"][0]["finetune_curve"]) == 6
+    # the CPU preset starts from the shipped prior, named in the report with its weights' sum
+    assert report["network"] == "release" and report["checkpoint"] == "prior-cpu"
+    assert report["weights_sha256"] == sha256(shipped()["prior-cpu"] / "model.safetensors")
+    assert len(report["segments"][0]["finetune_curve"]) == 6
     assert 0 < report["segments"][0]["finetune_seconds"] <= report["timings_s"]["finetune"]
     assert report["frame_methods"] == ["3d"] * SCENE.num_frames and report["shots"] == [[0, SCENE.num_frames]]
     assert set(report["timings_s"]) == {"poses", "smoothing", "finetune", "render", "write", "evaluate"}
