@@ -329,17 +329,17 @@ def test_depth_follows_the_true_scene_and_reuses_the_stereo_runs_work_folder(sha
     error = np.median(np.abs(scale * ours - clip.depth) / clip.depth)
     follows = np.corrcoef(1 / ours.ravel(), 1 / clip.depth.ravel())[0, 1]
     sources = report["readout"]["sources"]
-    # Measured after 60 steps: 0.19 median relative error (the depth is about 1.1x too near, as
-    # the stereo test's disparity says) and 0.69 correlation in inverse depth. Against the SfM
-    # points, 0.12 median error after scale, against 0.27 for the network before finetuning.
-    # That network's depth is flat (contrast 1e-5), and a flat map is consistent by the poses
-    # (0.006 against 0.008), so consistency is compared as a share of each depth's contrast:
-    # 0.087 finetuned against 485 before.
-    assert error < 0.25, error
-    assert follows > 0.55, follows
+    # Measured after 60 steps from the shipped prior (the CPU preset's start): 0.075 median
+    # relative error and 0.90 correlation in inverse depth (from a fresh network: 0.19 and
+    # 0.69). Against the SfM points, 0.043 median error after scale, against 0.18 for the
+    # prior before finetuning. Consistency is compared as a share of each depth's contrast,
+    # since a flat map is consistent by the poses too: 0.066 finetuned against 0.30 for the
+    # prior (a fresh network's flat depth scored 485).
+    assert error < 0.12, error
+    assert follows > 0.8, follows
     tuned, first, sparse = sources["finetuned"], sources["initial"], sources["sparse"]
     assert tuned["consistency_to_contrast"] < 0.2, tuned
-    assert tuned["consistency_to_contrast"] < 0.01 * first["consistency_to_contrast"], (tuned, first)
+    assert tuned["consistency_to_contrast"] < 0.5 * first["consistency_to_contrast"], (tuned, first)
     assert tuned["sparse_agreement"] < 0.7 * first["sparse_agreement"], (tuned, first)
     assert 0.8 < tuned["sparse_scale"] < 1.25  # in the SfM points' scale
     assert tuned["consistency"] < 0.05 and tuned["density"] == 1.0
