@@ -103,8 +103,8 @@ class StabilizeConfig:
     """Seed of the fresh network and of finetuning."""
     checkpoint: str | None = None
     """Where finetuning starts: a release folder, a release shipped with gavs by name
-    (prior-cpu), or a hub id (org/name); none: a fresh network as the network settings say,
-    seeded by seed."""
+    (prior-cpu, which the cpu and fast presets name), or a hub id (org/name); none: a fresh
+    network as the network settings say, seeded by seed."""
     network: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(backbone="resnet18", decoder_channels=(8, 16, 32, 64, 128))
     )
