@@ -118,6 +118,7 @@ def run(clip: Path, name: str, checkpoint: Path | None, args, motion, source, ex
         "steps": len(curve),
         "seconds_per_frame": seconds / len(source.frames),
         "finetune_seconds_per_frame": report["seconds_per_frame"].get("finetune"),
+        "finetune": report["config"]["finetune"],
         "curve": curve,
         "final_loss": float(smoothed(curve, args.smooth)[-1]),
         "heldout_psnr": heldout_psnr(clip, report, args.work / "cache", args.pairs),
@@ -173,22 +174,18 @@ def main() -> None:
         motion = analyse_motion(source.frames, progress=False)
         scratch = run(clip, "scratch", None, args, motion, source)
         prior = run(clip, "prior", args.prior, args, motion, source)
-        prior["steps_to_scratch_loss"] = steps_to_reach(
-            smoothed(prior["curve"], args.smooth), scratch["final_loss"]
-        )
-        rows += [scratch, prior]
+        priors = [prior]
         if args.fewer:
-            tuning = json.loads((args.work / f"{clip.stem}.scratch.report.json").read_text())
-            tuning = tuning["config"]["finetune"]
+            tuning = scratch["finetune"]
             fewer = [
                 f"finetune.min_steps={max(1, round(tuning['min_steps'] * args.fewer))}",
                 f"finetune.steps_per_frame={tuning['steps_per_frame'] * args.fewer}",
             ]
-            short = run(clip, f"prior x{args.fewer:g}", args.prior, args, motion, source, fewer)
-            short["steps_to_scratch_loss"] = steps_to_reach(
-                smoothed(short["curve"], args.smooth), scratch["final_loss"]
-            )
-            rows.append(short)
+            priors.append(run(clip, f"prior x{args.fewer:g}", args.prior, args, motion, source, fewer))
+        for row in priors:
+            reached = steps_to_reach(smoothed(row["curve"], args.smooth), scratch["final_loss"])
+            row["steps_to_scratch_loss"] = reached
+        rows += [scratch, *priors]
         print(
             f"{clip.name}: scratch {scratch['final_loss']:.4f}, prior {prior['final_loss']:.4f}",
             file=sys.stderr,

@@ -110,10 +110,11 @@ def resolve(source: str | os.PathLike) -> Path:
         if not path.is_dir():
             raise ReleaseError(f"{path}: expected a release folder (with {WEIGHTS} and {CONFIG}), got a file")
         return path
-    if str(source) in shipped():
-        return shipped()[str(source)]
+    releases = shipped()
+    if str(source) in releases:
+        return releases[str(source)]
     if not HUB_ID.match(str(source)):
-        names = ", ".join(shipped()) or "none"
+        names = ", ".join(releases) or "none"
         raise ReleaseError(
             f"{source}: no such folder, no shipped release of that name ({names}), "
             "and not a hub id of the form org/name"
