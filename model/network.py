@@ -145,7 +145,10 @@ class GaussianPredictor(nn.Module):
         offset = torch.tanh(raw[:, :, 1:4]) * cfg.max_offset * depth[:, :, None]
         opacity = torch.sigmoid(raw[:, :, 4])
         scale = torch.exp(raw[:, :, 5:8]) * cfg.footprint * footprint[:, :, None]
-        quats = F.normalize(raw[:, :, 8:12], dim=2)
+        # F.normalize's norm over this strided channel axis is many times slower on the CPU
+        # than the same x / max(|x|, eps) written out (docs/BENCHMARKS.md, the render stage)
+        quats = raw[:, :, 8:12]
+        quats = quats / quats.square().sum(2, keepdim=True).sqrt().clamp(min=1e-12)
         base = torch.logit(image.clamp(1e-3, 1 - 1e-3))[:, None]
         colors = torch.sigmoid(base + raw[:, :, 12:15])
 

@@ -3,8 +3,12 @@
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 
+from data_prep.ingest import ingest
+from data_prep.schema import ClipPoses
+from infer.posing import PosedClip
 from model.losses.perceptual import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +57,41 @@ def stereo_tags(path: Path) -> tuple[str | None, list[int]]:
             if data.type.name == "STEREO3D"
         ]
         return container.metadata.get("comment"), types
+
+
+def true_posed_clip(clip, video: Path, *, config, working: int) -> tuple[PosedClip, float]:
+    """The synthetic ``clip`` (generated from ``config``, written to ``video``) at the
+    ``working`` size with its true poses, scaled like SfM's to a median sparse depth of 1; the
+    sparse cloud is 200 static pixels a frame at their true depth."""
+    decoded = ingest(video, max_side=working)
+    to_working = decoded.frames.shape[2] / config.width
+    rng = np.random.default_rng(0)
+    observations, points = [], []
+    for t in range(config.num_frames):
+        rows, cols = np.nonzero(~clip.dynamic_mask[t])
+        pick = rng.choice(len(rows), 200, replace=False)
+        u, v, z = cols[pick] + 0.5, rows[pick] + 0.5, clip.depth[t, rows[pick], cols[pick]]
+        camera = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(clip.K).T * z[:, None]
+        points.append(camera @ clip.c2w[t, :3, :3].T + clip.c2w[t, :3, 3])
+        observations.append(np.stack([np.full_like(u, t), u * to_working, v * to_working, z], -1))
+    observations, points = np.concatenate(observations), np.concatenate(points)
+    scale = 1.0 / np.median(observations[:, 3])
+    c2w = clip.c2w.copy()
+    c2w[:, :3, 3] *= scale
+    observations[:, 3] *= scale
+    K = clip.K.copy()
+    K[:2] *= to_working
+    height, width = decoded.frames.shape[1:3]
+    poses = ClipPoses(
+        width,
+        height,
+        K,
+        c2w,
+        np.arange(config.num_frames),
+        "truth",
+        scale,
+        points=points * scale,
+        observations=observations,
+        observation_points=np.arange(len(points)),
+    )
+    return PosedClip(decoded.frames, decoded.fps, decoded.source_size, poses), scale

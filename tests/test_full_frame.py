@@ -15,15 +15,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import true_posed_clip
 
 import infer.rerender
-from data_prep.ingest import ingest
-from data_prep.schema import ClipPoses
 from data_prep.synthetic import SyntheticConfig, generate, render_views_and_geometry
 from data_prep.video import write_video
 from evaluation.metrics import evaluate
 from infer.finetune import FinetuneConfig
-from infer.posing import PosedClip
 from infer.rerender import SegmentRenderer
 from infer.stabilize import StabilizeConfig, finetuned_network, plan_path
 
@@ -39,49 +37,12 @@ CPU = torch.device("cpu")
 CHECKED = np.arange(1, MOVING.num_frames, 3)  # frames the ghost check looks at
 
 
-def true_posed_clip(clip, video) -> tuple[PosedClip, float]:
-    """The clip at the working size with its true poses, scaled like SfM's to a median sparse
-    depth of 1; the sparse cloud is 200 static pixels a frame at their true depth."""
-    decoded = ingest(video, max_side=WORKING)
-    to_working = decoded.frames.shape[2] / MOVING.width
-    rng = np.random.default_rng(0)
-    observations, points = [], []
-    for t in range(MOVING.num_frames):
-        rows, cols = np.nonzero(~clip.dynamic_mask[t])
-        pick = rng.choice(len(rows), 200, replace=False)
-        u, v, z = cols[pick] + 0.5, rows[pick] + 0.5, clip.depth[t, rows[pick], cols[pick]]
-        camera = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(clip.K).T * z[:, None]
-        points.append(camera @ clip.c2w[t, :3, :3].T + clip.c2w[t, :3, 3])
-        observations.append(np.stack([np.full_like(u, t), u * to_working, v * to_working, z], -1))
-    observations, points = np.concatenate(observations), np.concatenate(points)
-    scale = 1.0 / np.median(observations[:, 3])
-    c2w = clip.c2w.copy()
-    c2w[:, :3, 3] *= scale
-    observations[:, 3] *= scale
-    K = clip.K.copy()
-    K[:2] *= to_working
-    height, width = decoded.frames.shape[1:3]
-    poses = ClipPoses(
-        width,
-        height,
-        K,
-        c2w,
-        np.arange(MOVING.num_frames),
-        "truth",
-        scale,
-        points=points * scale,
-        observations=observations,
-        observation_points=np.arange(len(points)),
-    )
-    return PosedClip(decoded.frames, decoded.fps, decoded.source_size, poses), scale
-
-
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     folder = tmp_path_factory.mktemp("full-frame")
     clip = generate(MOVING, progress=False)
     write_video(folder / "shaky.mp4", clip.frames, fps=MOVING.fps)
-    posed, scale = true_posed_clip(clip, folder / "shaky.mp4")
+    posed, scale = true_posed_clip(clip, folder / "shaky.mp4", config=MOVING, working=WORKING)
     smoothed, smoothing = plan_path(posed, CONFIG)
     pad = smoothing["canvas_pad"]  # the adaptive canvas: finetuning and rendering use it
     tuned = finetuned_network(

@@ -30,6 +30,19 @@ def test_fresh_network_output_structure(frame):
     )
 
 
+def test_rotations_are_the_raw_quaternions_normalised(frame):
+    image, K = frame
+    net = GaussianPredictor(NetworkConfig(layers=2))
+    torch.nn.init.normal_(net.head.weight, std=0.1)  # rotations other than the identity
+    raw = {}
+    net.head.register_forward_hook(lambda _, __, out: raw.setdefault("head", out))
+    quats = net(image, K).gaussians.quats
+    expected = torch.nn.functional.normalize(raw["head"].view(1, 2, -1, 64, 96)[:, :, 8:12], dim=2)
+    # the written-out normalisation agrees with torch's to float32 rounding (1.2e-7 measured)
+    assert torch.allclose(quats, expected.flatten(3).transpose(2, 3).reshape(1, -1, 4), atol=1e-6)
+    assert (quats.norm(dim=-1) - 1).abs().max() < 1e-6 and quats[..., 1:].abs().max() > 0.1
+
+
 def test_fresh_network_renders_its_input_back(frame):
     image, K = frame
     net = GaussianPredictor(NetworkConfig())
