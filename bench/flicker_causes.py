@@ -15,6 +15,9 @@ then renders again from the same cached poses and network, with one cause taken 
 - ``one depth a frame``: the detail transfer warps the input through each frame's median
   rendered depth (a homography) instead of the rendered depth map, so per-frame depth
   differences cannot move the detail (the render itself is unchanged);
+- ``depth blurred S px``: the same, through the rendered inverse depth blurred by a Gaussian
+  of S working-size pixels, which keeps the depth's large-scale shape (parallax) and drops its
+  pixel-scale differences between frames;
 - ``bilinear sampling``: the input sampled bilinearly instead of by Lanczos; this shows the
   resampling's share, at the cost of sharpness (bench/flicker.py measures it on the input).
 
@@ -36,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torchvision.transforms.functional import gaussian_blur
 
 import infer.compose
 import infer.rerender
@@ -83,6 +87,18 @@ def one_depth(compose: Callable) -> Callable:
     return flat
 
 
+def blurred_depth(compose: Callable, sigma: float) -> Callable:
+    """``compose`` whose detail transfer sees the rendered inverse depth blurred by a Gaussian of
+    ``sigma`` working-size pixels: the depth's large-scale shape stays, its pixel-scale noise goes."""
+
+    def smooth(*, depth: torch.Tensor, **kwargs):
+        size = 2 * round(3 * sigma) + 1
+        inverse = gaussian_blur(1 / depth.clamp(min=1e-6), [size, size], [sigma, sigma])
+        return compose(depth=1 / inverse, **kwargs)
+
+    return smooth
+
+
 def exposure_flicker(frames: np.ndarray) -> float:
     """Mean absolute change of the mean gray level (0-255) between consecutive frames."""
     means = np.array([to_gray(f).mean() for f in frames], np.float64)
@@ -97,6 +113,8 @@ def variants(config: StabilizeConfig) -> dict[str, tuple[StabilizeConfig, tuple 
         "no neighbour fill": (no_fill, None),
         "source wherever seen": (config, (infer.compose, "SOURCE_RAMP", (0.0, 1e-6))),
         "one depth a frame": (config, (infer.rerender, "compose", one_depth(infer.compose.compose))),
+        "depth blurred 2 px": (config, (infer.rerender, "compose", blurred_depth(infer.compose.compose, 2))),
+        "depth blurred 6 px": (config, (infer.rerender, "compose", blurred_depth(infer.compose.compose, 6))),
         "bilinear sampling": (config, (infer.compose, "resample", bilinear)),
     }
 
@@ -108,16 +126,20 @@ def main() -> None:
     parser.add_argument("clip", type=Path)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="gavs-stabilize config overrides")
     parser.add_argument("--max-frames", type=int, default=60, help="only the first N frames")
+    parser.add_argument("--only", nargs="*", metavar="VARIANT", help="these variants (and the default) only")
     parser.add_argument(
         "--work", type=Path, default=Path("flicker-causes"), help="outputs and the shared cache"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "flicker-causes.json")
     args = parser.parse_args()
     config = configured(StabilizeConfig, "default", None, [*args.overrides, f"max_frames={args.max_frames}"])
+    args.work.mkdir(parents=True, exist_ok=True)
     clip = read_video(args.clip, args.max_frames)
     source = clip.frames
     rows = [{"variant": "input", "flicker": None, "exposure_flicker": exposure_flicker(source)}]
     for name, (variant, patch) in variants(config).items():
+        if args.only and name not in {"default", *args.only}:
+            continue
         output = args.work / f"{args.clip.stem}.{name.replace(' ', '-')}.mp4"
         with patched(patch):
             stabilize(
