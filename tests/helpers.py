@@ -1,5 +1,6 @@
 """What several test modules share: small configs, paths and files the tests build."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -9,6 +10,7 @@ import torch
 from data_prep.ingest import ingest
 from data_prep.schema import ClipPoses
 from infer.posing import PosedClip
+from infer.stabilize import Finetuned, StabilizeConfig, finetuned_network, plan_path
 from model.losses.perceptual import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,3 +97,20 @@ def true_posed_clip(clip, video: Path, *, config, working: int) -> tuple[PosedCl
         observation_points=np.arange(len(points)),
     )
     return PosedClip(decoded.frames, decoded.fps, decoded.source_size, poses), scale
+
+
+def planned_and_tuned(
+    posed: PosedClip, config: StabilizeConfig, work_dir: Path
+) -> tuple[np.ndarray, dict, Finetuned]:
+    """The smoothed path of a truth-posed clip, the path's summary, and the network finetuned
+    on the clip at the path's adaptive canvas, as gavs-stabilize's 3D stages make them."""
+    smoothed, summary = plan_path(posed, config)
+    tuned = finetuned_network(
+        posed,
+        poses_key="truth",
+        config=replace(config, canvas=config.canvas.fixed(summary["canvas_pad"])),
+        work_dir=work_dir,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    return smoothed, summary, tuned

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import true_posed_clip
+from helpers import planned_and_tuned, true_posed_clip
 
 import infer.rerender
 from data_prep.synthetic import SyntheticConfig, generate, render_views_and_geometry
@@ -23,7 +23,7 @@ from data_prep.video import write_video
 from evaluation.metrics import evaluate
 from infer.finetune import FinetuneConfig
 from infer.rerender import SegmentRenderer
-from infer.stabilize import StabilizeConfig, finetuned_network, plan_path
+from infer.stabilize import StabilizeConfig
 
 MOVING = SyntheticConfig(
     width=256, height=144, num_frames=30, seed=4, shake_rotation_deg=3.0, moving_object=True
@@ -43,16 +43,8 @@ def scene(tmp_path_factory):
     clip = generate(MOVING, progress=False)
     write_video(folder / "shaky.mp4", clip.frames, fps=MOVING.fps)
     posed, scale = true_posed_clip(clip, folder / "shaky.mp4", config=MOVING, working=WORKING)
-    smoothed, smoothing = plan_path(posed, CONFIG)
+    smoothed, smoothing, tuned = planned_and_tuned(posed, CONFIG, folder)
     pad = smoothing["canvas_pad"]  # the adaptive canvas: finetuning and rendering use it
-    tuned = finetuned_network(
-        posed,
-        poses_key="truth",
-        config=replace(CONFIG, canvas=CONFIG.canvas.fixed(pad)),
-        work_dir=folder,
-        device=CPU,
-        progress=False,
-    )
 
     def render_outputs(full_resolution: bool = True, zoom: np.ndarray | None = None) -> SimpleNamespace:
         renderer = SegmentRenderer(

@@ -11,14 +11,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import true_posed_clip
+from helpers import planned_and_tuned, true_posed_clip
 
 from data_prep.synthetic import SyntheticConfig, generate
 from data_prep.video import write_video
 from evaluation.metrics import analyse_motion, evaluate
 from infer.finetune import FinetuneConfig
 from infer.rerender import SegmentRenderer
-from infer.stabilize import StabilizeConfig, finetuned_network, plan_path
+from infer.stabilize import StabilizeConfig
 
 # hand shake as in ../shared/clips/strong-shake-5.mp4 (0.9 degrees RMS at 1-8 Hz), 5 s: shorter
 # clips smooth less far from the shaky path and stay inside the fixed canvas
@@ -34,16 +34,8 @@ CPU = torch.device("cpu")
 
 def stabilized(posed, frames: np.ndarray, config: StabilizeConfig, folder) -> tuple[np.ndarray, dict]:
     """``[T, H, W, 3]`` output frames at the input's size, and the path's summary."""
-    smoothed, summary = plan_path(posed, config)
+    smoothed, summary, tuned = planned_and_tuned(posed, config, folder)
     pad = summary["canvas_pad"]
-    tuned = finetuned_network(
-        posed,
-        poses_key="truth",
-        config=replace(config, canvas=config.canvas.fixed(pad)),
-        work_dir=folder,
-        device=CPU,
-        progress=False,
-    )
     renderer = SegmentRenderer(
         tuned.net,
         posed,
