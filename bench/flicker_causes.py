@@ -6,6 +6,16 @@ at a time (issue 17).
 gavs-stabilize runs once at the default setting (KEY=VALUE overrides its config); each variant
 then renders again from the same cached poses and network, with one cause taken away:
 
+- ``detail of +-1``: the detail transfer averages in the neighbours' detail where it agrees
+  with the source's (``render.detail_offsets=[1]``), so the input's noise and each frame's
+  resampling phase pass into the output averaged over three frames; this and the next three
+  add a fix rather than take a cause away;
+- ``detail of +-1 and 2``: the agreeing detail of the frames two away joins too;
+- ``agreement N levels``: ``detail of +-1`` with the neighbours' detail weighing 1/e at a
+  difference of N gray levels (``infer.compose.AGREEMENT``), not 8: a smaller scale trusts
+  them less;
+- ``neighbours' low band only``: ``detail of +-1`` averaging only the band below a Gaussian of
+  1 output pixel, the source's own detail above it;
 - ``no neighbour fill``: no neighbour pixels in the padded canvas and no fused neighbour
   Gaussians (``render.canvas_offsets=[] render.fusion_offsets=[]``), so the padding is the
   network's extrapolation alone and cannot change with what the neighbours saw;
@@ -99,6 +109,21 @@ def blurred_depth(compose: Callable, sigma: float) -> Callable:
     return smooth
 
 
+def low_band(mean: Callable, sigma: float) -> Callable:
+    """``agreeing_mean`` that averages only the band below a Gaussian of ``sigma`` output pixels
+    and keeps the source's detail above it."""
+
+    def fused(own: torch.Tensor, others: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        size = 2 * round(3 * sigma) + 1
+
+        def blur(x: torch.Tensor) -> torch.Tensor:
+            return gaussian_blur(x, [size, size], [sigma, sigma])
+
+        return own - blur(own) + mean(blur(own), [(blur(sampled), inside) for sampled, inside in others])
+
+    return fused
+
+
 def exposure_flicker(frames: np.ndarray) -> float:
     """Mean absolute change of the mean gray level (0-255) between consecutive frames."""
     means = np.array([to_gray(f).mean() for f in frames], np.float64)
@@ -108,8 +133,15 @@ def exposure_flicker(frames: np.ndarray) -> float:
 def variants(config: StabilizeConfig) -> dict[str, tuple[StabilizeConfig, tuple | None]]:
     """Name -> (config, patch) of every variant, the default first."""
     no_fill = replace(config, render=replace(config.render, canvas_offsets=(), fusion_offsets=()))
+    fused = replace(config, render=replace(config.render, detail_offsets=(1,)))
+    wider = replace(config, render=replace(config.render, detail_offsets=(1, 2)))
+    low = low_band(infer.compose.agreeing_mean, 1.0)
     return {
         "default": (config, None),
+        "detail of +-1": (fused, None),
+        "detail of +-1 and 2": (wider, None),
+        **{f"agreement {n} levels": (fused, (infer.compose, "AGREEMENT", n / 255)) for n in (3, 5)},
+        "neighbours' low band only": (fused, (infer.compose, "agreeing_mean", low)),
         "no neighbour fill": (no_fill, None),
         "source wherever seen": (config, (infer.compose, "SOURCE_RAMP", (0.0, 1e-6))),
         "one depth a frame": (config, (infer.rerender, "compose", one_depth(infer.compose.compose))),

@@ -24,7 +24,11 @@ segment); instead the source's weight ramps from 0 to 1 as its share goes from 0
 (``SOURCE_RAMP``), so a pixel that is mostly the source's shows the source, and a
 disocclusion, where deeper layers take over, fades to the render. The input is sampled
 with a Lanczos kernel (OpenCV), which keeps more of its detail at sub-pixel offsets than
-bicubic does.
+bicubic does. The neighbouring input frames are warped through the same rendered depth and
+averaged with the source's samples where they agree with them (``agreeing_mean``): the
+input's sensor noise and the resampling's sub-pixel phase are new in every frame, and passed
+straight into the output they flicker; a moving object, an occlusion or an edge the depth
+misplaces differs by far more than the agreement scale and keeps the source's own detail.
 Pixels the render leaves empty (alpha below ``min_alpha``) are filled by OpenCV's Telea
 inpainting, the last resort, and counted.
 """
@@ -44,6 +48,7 @@ from model.cameras import pixel_centers, project, scale_intrinsics, transform_po
 ORIGINS = ("source", "neighbours", "extrapolated", "inpainted")
 FEATURES = 3  # one-hot origin labels: source, neighbours, extrapolated
 SOURCE_RAMP = (0.25, 0.75)  # source share over which the output goes from rendered colour to the input
+AGREEMENT = 8 / 255  # colour difference (3x3 mean) at which another frame's detail weighs 1/e
 
 
 def origin_features(origin: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -95,6 +100,27 @@ def resample(frames: np.ndarray, uv: Tensor) -> Tensor:
     return torch.from_numpy(sampled.astype(np.float32)).permute(0, 3, 1, 2).div(np.iinfo(frames.dtype).max)
 
 
+def agreeing_mean(own: Tensor, others: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """``[B, 3, H, W]``: the source's sampled detail ``own [B, 3, H, W]`` averaged with other
+    frames' ``(sampled [B, 3, H, W], inside [B, 1, H, W])``, each weighted by how well it agrees
+    with the source's around the pixel: exp(-(d / AGREEMENT)^2), d the colour difference
+    averaged over channels and a 3x3 window. Noise and the resampling's phase differ from frame
+    to frame and average out; an edge the depth misaligns, a moving object or an occlusion
+    differs by far more than ``AGREEMENT`` and keeps the source's own detail."""
+    total, weights = own.clone(), torch.ones_like(own[:, :1])
+    for sampled, inside in others:
+        difference = (sampled - own).abs().mean(1, keepdim=True)
+        local = F.avg_pool2d(difference, 3, stride=1, padding=1, count_include_pad=False)
+        weight = torch.exp(-((local / AGREEMENT) ** 2)) * inside
+        total += weight * sampled
+        weights += weight
+    return total / weights
+
+
+def _inside(uv: Tensor, width: int, height: int) -> Tensor:
+    return (uv[:, :1] >= 0) & (uv[:, :1] <= width) & (uv[:, 1:] >= 0) & (uv[:, 1:] <= height)
+
+
 @torch.no_grad()
 def compose(
     *,
@@ -106,6 +132,7 @@ def compose(
     K_source: Tensor | None = None,
     to_source: Tensor,
     source: np.ndarray | None,
+    others: tuple[tuple[np.ndarray, Tensor], ...] = (),
     min_alpha: float = 0.5,
     inpaint_radius: int = 3,
 ) -> Composed:
@@ -121,6 +148,9 @@ def compose(
         source: ``[B, H, W, 3]`` uint8 or uint16, the input frames at the output size (the
             output keeps their dtype), or None to output
             the working size without detail transfer.
+        others: ``(frames [B, H, W, 3], to_frame [B, 4, 4])`` of other input frames and the
+            transforms from the rendered camera into their cameras: their detail joins the
+            source's where it agrees (``agreeing_mean``).
     """
     h, w = color.shape[-2:]
     covered = alpha >= min_alpha
@@ -136,9 +166,16 @@ def compose(
 
         K_full = scale_intrinsics(K, W / w, H / h)
         K_source_full = K_full if K_source is None else scale_intrinsics(K_source, W / w, H / h)
-        uv = source_pixels(up(depth), K=K_full, K_source=K_source_full, to_source=to_source)
-        inside = (uv[:, :1] >= 0) & (uv[:, :1] <= W) & (uv[:, 1:] >= 0) & (uv[:, 1:] <= H)
+        full_depth = up(depth)
+        uv = source_pixels(full_depth, K=K_full, K_source=K_source_full, to_source=to_source)
+        inside = _inside(uv, W, H)
         sampled = resample(source, uv).to(color.device)
+        if others:
+            detail = []
+            for frames, to_frame in others:
+                uv_other = source_pixels(full_depth, K=K_full, K_source=K_source_full, to_source=to_frame)
+                detail.append((resample(frames, uv_other).to(color.device), _inside(uv_other, W, H).float()))
+            sampled = agreeing_mean(sampled, detail)
         low, high = SOURCE_RAMP
         weight = up(((shares[:, :1] - low) / (high - low)).clamp(0, 1)) * inside
         out = weight * sampled + (1 - weight) * up(colour)

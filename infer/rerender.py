@@ -56,6 +56,12 @@ class RenderConfig:
     """Neighbours (frame offsets) splatted into each padded canvas; [] for none."""
     fusion_offsets: tuple[int, ...] = (5, 10)
     """Neighbours whose static Gaussians outside the view join the render; [] for none."""
+    detail_offsets: tuple[int, ...] = ()
+    """Neighbouring input frames (frame offsets, both ways) whose detail, warped through the
+    rendered depth, is averaged with the source's where it agrees: a temporal denoise for
+    noisy footage (low light, small sensors), whose grain then flickers less, at the cost of
+    that grain's share of the output's fine detail; e.g. [1]. [] (the default) for the
+    source's detail alone."""
     dynamic_dilation: int = 4
     """Pixels added around moving regions before they are left out of neighbour filling."""
     dynamic_propagation: int = 6
@@ -208,6 +214,24 @@ class _Scene:
         return Gaussians.cat(parts)
 
 
+class _Window:
+    """Input frames at the output size, read in order from a stream as far ahead as asked and
+    held while within ``reach`` frames behind the one last asked for."""
+
+    def __init__(self, frames: Iterator[np.ndarray], reach: int) -> None:
+        self.stream, self.reach, self.held, self.read = frames, reach, {}, 0
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        while self.read <= index:
+            self.held[self.read] = next(self.stream)
+            self.read += 1
+        return self.held[index]
+
+    def drop_before(self, index: int) -> None:
+        for stale in [i for i in self.held if i < index - self.reach]:
+            del self.held[stale]
+
+
 class SegmentRenderer:
     """The render stage of one 3D segment, as a stream: ``frames(full_frames)`` yields each
     output frame and its pixel-origin shares in order, reading the input frames at the output
@@ -260,6 +284,8 @@ class SegmentRenderer:
         K_new = scene.K.repeat(target.shape[1], 1, 1)  # [V, 3, 3]
         if self.shifts is not None:
             K_new[:, 0, 2] += torch.as_tensor(self.shifts, dtype=K_new.dtype, device=K_new.device)
+        reach = max((abs(o) for o in self.config.detail_offsets), default=0)
+        window = None if full_frames is None else _Window(full_frames, reach)
         steps = range(0, count, self.config.batch)
         for start in tqdm(steps, desc="render", disable=not self.progress, dynamic_ncols=True):
             batch = list(range(start, min(start + self.config.batch, count)))
@@ -275,8 +301,10 @@ class SegmentRenderer:
                 Ks[..., 1, 1] *= zoom
             result = render(gaussians, viewmats, Ks, w, h, backend=self.backend)
             inverse = torch.linalg.inv(viewmats)
-            for b in range(len(batch)):  # one at a time: full-size intermediates of one frame only
-                source = None if full_frames is None else next(full_frames)[None]
+            for b, index in enumerate(batch):  # one at a time: full-size intermediates of one frame only
+                source = None if window is None else window[index][None]
+                others = [] if window is None else neighbour_order(index, count, self.config.detail_offsets)
+                to_others = relative_pose(scene.c2w[index].expand(len(others), 4, 4), scene.c2w[others])
                 views = [
                     compose(
                         color=result.color[b, v : v + 1],
@@ -287,11 +315,17 @@ class SegmentRenderer:
                         K_source=scene.K[None],
                         to_source=inverse[b, v : v + 1],
                         source=source,
+                        others=tuple(
+                            (window[j][None], (to_other @ inverse[b, v])[None])
+                            for j, to_other in zip(others, to_others, strict=True)
+                        ),
                         min_alpha=self.config.min_alpha,
                         inpaint_radius=self.config.inpaint_radius,
                     )
                     for v in range(target.shape[1])
                 ]
+                if window is not None:
+                    window.drop_before(index)
                 if len(views) == 1:  # no copy of a full-size frame
                     yield views[0].frames, views[0].origin_shares
                 else:

@@ -46,18 +46,25 @@ def scene(tmp_path_factory):
     smoothed, smoothing, tuned = planned_and_tuned(posed, CONFIG, folder)
     pad = smoothing["canvas_pad"]  # the adaptive canvas: finetuning and rendering use it
 
-    def render_outputs(full_resolution: bool = True, zoom: np.ndarray | None = None) -> SimpleNamespace:
+    def render_outputs(
+        full_resolution: bool = True,
+        zoom: np.ndarray | None = None,
+        inputs: np.ndarray = clip.frames,
+        **render,
+    ) -> SimpleNamespace:
+        """The output of the render stage; ``inputs [T, H, W, 3]`` the input frames at the output
+        size, ``render`` RenderConfig overrides."""
         renderer = SegmentRenderer(
             tuned.net,
             posed,
             smoothed=smoothed,
             zoom=zoom,
             pad=pad,
-            config=CONFIG.render,
+            config=replace(CONFIG.render, **render),
             device=CPU,
             progress=False,
         )
-        frames, shares = zip(*renderer.frames(iter(clip.frames) if full_resolution else None), strict=True)
+        frames, shares = zip(*renderer.frames(iter(inputs) if full_resolution else None), strict=True)
         return SimpleNamespace(
             frames=np.concatenate(frames), origin_shares=np.concatenate(shares)
         )  # one view
@@ -167,3 +174,22 @@ def test_a_zoomed_render_is_the_plain_one_magnified_about_the_principal_point(sc
     unmagnified = np.abs(zoomed[1::2].astype(float) - plain[1::2])[inner].mean()
     # measured: 2.0 against 53.7 gray levels; what is left is the resampling of the detail
     assert gap < 4 and gap < 0.1 * unmagnified
+
+
+def test_agreeing_neighbour_detail_lowers_the_flicker_of_a_noisy_clip(scene):
+    """Sensor noise is new in every input frame, and detail transfer passes it into the output;
+    averaged with the neighbours' agreeing detail, it flickers less, and the output is nearer
+    the noise-free truth."""
+    clip, render_outputs, _, truth, _, _ = scene
+    rng = np.random.default_rng(7)
+    noisy = np.clip(clip.frames + rng.normal(0, 4, clip.frames.shape), 0, 255).round().astype(np.uint8)
+    scores = {}
+    for name, offsets in {"own": (), "fused": (1,)}.items():
+        frames = render_outputs(inputs=noisy, detail_offsets=offsets).frames
+        flicker = evaluate(noisy, frames, MOVING.fps, progress=False)["output"]["flicker"]
+        psnr = np.mean([cv2.PSNR(f, t) for f, t in zip(frames, truth, strict=True)])
+        scores[name] = flicker, psnr
+    (own_flicker, own_psnr), (fused_flicker, fused_psnr) = scores.values()
+    # measured flicker 4.29 -> 3.28, PSNR against the noise-free truth 27.39 -> 27.67 dB
+    assert fused_flicker < 0.9 * own_flicker, scores
+    assert fused_psnr > own_psnr, scores
