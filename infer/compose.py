@@ -24,8 +24,8 @@ segment); instead the source's weight ramps from 0 to 1 as its share goes from 0
 (``SOURCE_RAMP``), so a pixel that is mostly the source's shows the source, and a
 disocclusion, where deeper layers take over, fades to the render. The input is sampled
 with a Lanczos kernel (OpenCV), which keeps more of its detail at sub-pixel offsets than
-bicubic does. The neighbouring input frames are warped through the same rendered depth and
-averaged with the source's samples where they agree with them (``agreeing_mean``): the
+bicubic does. Optionally (``others``), neighbouring input frames are warped through the same
+rendered depth and averaged with the source's samples where they agree with them (``agreeing_mean``): the
 input's sensor noise and the resampling's sub-pixel phase are new in every frame, and passed
 straight into the output they flicker; a moving object, an occlusion or an edge the depth
 misplaces differs by far more than the agreement scale and keeps the source's own detail.
