@@ -31,6 +31,9 @@ METHODS = ("global", "incremental", "rotation")
 # to a 1-degree telephoto (seen on a small synthetic clip with a large moving object) has
 # found a degenerate solution, whatever its reprojection error.
 PLAUSIBLE_HFOV_DEG = (10.0, 150.0)
+# A frame registered to the keyframes' map keeps the 2D-3D matches its PnP reprojects within
+# this many pixels: the incremental mapper's own track filter (filter_max_reproj_error).
+REGISTRATION_MAX_ERROR_PX = 4.0
 
 
 class PoseError(RuntimeError):
@@ -44,6 +47,10 @@ class PoseConfig:
     max_num_features: int = 4096
     peak_threshold: float = 0.004  # lower than COLMAP's 0.0067: more features on soft video frames
     sequential_overlap: int = 20
+    # The global mapper poses every keyframe_stride-th frame, and the others are registered to
+    # its map one by one (register_to_map); 1 maps every frame. A map that falls short is
+    # made again from every frame before the next method is tried.
+    keyframe_stride: int = 1
     quadratic_overlap: bool = True
     min_registered_fraction: float = 0.9  # of the clip's frames, in one contiguous run
     # When no method reaches min_registered_fraction, keep the longest run any method found
@@ -212,41 +219,61 @@ def _longest_run(indices: np.ndarray) -> np.ndarray:
     return max(runs, key=len)
 
 
-def from_reconstruction(rec: pycolmap.Reconstruction, method: str, names: list[str]) -> ClipPoses:
-    """Poses, sparse points and observations of the frames ``names`` (in order) from a model.
+@dataclass
+class _View:
+    """One frame's pose and what it observes, from the mapper or from registration to its map."""
+
+    w2c: np.ndarray  # [4, 4] OpenCV world-to-camera
+    xy: np.ndarray  # [N, 2] pixel positions of the frame's observations
+    point_ids: np.ndarray  # [N] int64 the reconstruction's ids of the points observed
+
+
+def _mapped_views(rec: pycolmap.Reconstruction, names: list[str]) -> dict[int, _View]:
+    """The views of the frames ``names`` (by index) that the mapper gave a pose."""
+    index_of = {name: i for i, name in enumerate(names)}
+    views = {}
+    for img in rec.images.values():
+        if not (img.has_pose and img.name in index_of):
+            continue
+        observed = [p2 for p2 in img.points2D if p2.has_point3D()]
+        views[index_of[img.name]] = _View(
+            w2c=np.vstack([img.cam_from_world().matrix(), [0, 0, 0, 1]]),
+            xy=np.array([p2.xy for p2 in observed], np.float64).reshape(-1, 2),
+            point_ids=np.array([p2.point3D_id for p2 in observed], np.int64),
+        )
+    return views
+
+
+def from_reconstruction(
+    rec: pycolmap.Reconstruction, method: str, names: list[str], views: dict[int, _View] | None = None
+) -> ClipPoses:
+    """Poses, sparse points and observations of the frames ``names`` (in order) from a model
+    (``views``: the frames' views, by default those the mapper posed).
 
     Keeps the longest run of consecutive frames that have a pose.
     """
-    index_of = {name: i for i, name in enumerate(names)}
-    num_frames = len(names)
-    posed = [img for img in rec.images.values() if img.has_pose and img.name in index_of]
-    by_frame = {index_of[img.name]: img for img in posed}
-    if not by_frame:
+    views = _mapped_views(rec, names) if views is None else views
+    if not views:
         raise PoseError(f"{method}: no frame has a pose")
-    kept = _longest_run(np.array(sorted(by_frame), int))
-    images = [by_frame[i] for i in kept]
-    camera = rec.cameras[images[0].camera_id]
+    kept = _longest_run(np.array(sorted(views), int))
+    camera = rec.cameras[next(iter(rec.cameras))]
     K = np.asarray(camera.calibration_matrix(), np.float64)
-    w2c = np.zeros((len(images), 4, 4))
-    w2c[:, 3, 3] = 1
-    for t, img in enumerate(images):
-        w2c[t, :3] = img.cam_from_world().matrix()
+    w2c = np.stack([views[i].w2c for i in kept])
     c2w = np.linalg.inv(w2c)
 
     point_ids: dict[int, int] = {}
     points, observations, observation_points, errors = [], [], [], []
-    for t, img in enumerate(images):
-        for p2 in img.points2D:
-            if not p2.has_point3D():
-                continue
-            point = rec.points3D[p2.point3D_id]
-            if p2.point3D_id not in point_ids:
-                point_ids[p2.point3D_id] = len(points)
+    for t, frame in enumerate(kept):
+        view = views[frame]
+        for (x, y), point_id in zip(view.xy, view.point_ids, strict=True):
+            point = rec.points3D[point_id]
+            if point_id not in point_ids:
+                point_ids[point_id] = len(points)
                 points.append(point.xyz)
                 errors.append(point.error)
             z = (w2c[t, :3, :3] @ point.xyz + w2c[t, :3, 3])[2]
-            observations.append((t, p2.xy[0], p2.xy[1], z))
-            observation_points.append(point_ids[p2.point3D_id])
+            observations.append((t, x, y, z))
+            observation_points.append(point_ids[point_id])
     observations = np.array(observations, np.float64).reshape(-1, 4)
     return ClipPoses(
         width=camera.width,
@@ -260,7 +287,7 @@ def from_reconstruction(rec: pycolmap.Reconstruction, method: str, names: list[s
         observation_points=np.array(observation_points, np.int64),
         scale=1.0,
         stats={
-            "registered_fraction": len(kept) / num_frames,
+            "registered_fraction": len(kept) / len(names),
             "reprojection_error": float(np.mean(errors)) if errors else float("nan"),
             "mean_track_length": len(observations) / max(len(points), 1),
             "num_points": len(points),
@@ -271,13 +298,90 @@ def from_reconstruction(rec: pycolmap.Reconstruction, method: str, names: list[s
     )
 
 
-def _run_mapper(method: str, database: Path, images: Path, out: Path, config: PoseConfig):
+def keyframes(names: list[str], stride: int) -> list[str]:
+    """Every ``stride``-th of ``names`` and the last, which the mapper poses; the rest are
+    registered to its map (``register_to_map``)."""
+    picked = names[::stride]
+    return picked if picked[-1] == names[-1] else [*picked, names[-1]]
+
+
+def register_to_map(
+    rec: pycolmap.Reconstruction, database: Path, names: list[str], config: PoseConfig
+) -> dict[int, _View]:
+    """The mapper's views, and a view for each other frame of ``names`` from its verified
+    matches to posed frames within ``config.sequential_overlap``: their keypoints' 3D points,
+    then a RANSAC PnP refined on the inliers, with the map's camera held fixed.
+
+    The map stays as the mapper left it, so each frame is registered on its own and the
+    result does not depend on the order. Frames with fewer than ``config.min_observations``
+    inliers get no view, and are trimmed like frames the mapper could not pose.
+    """
+    views = _mapped_views(rec, names)
+    estimation = pycolmap.AbsolutePoseEstimationOptions()
+    estimation.ransac.max_error = REGISTRATION_MAX_ERROR_PX
+    estimation.ransac.random_seed = config.seed
+    db = pycolmap.Database.open(str(database))
+    try:
+        ids = {img.name: img.image_id for img in db.read_all_images()}
+        for frame in sorted(set(range(len(names))) - set(views)):
+            view = _registered(rec, db, ids, names, frame, estimation, config)
+            if view is not None:
+                views[frame] = view
+    finally:
+        db.close()
+    return views
+
+
+def _registered(
+    rec: pycolmap.Reconstruction,
+    db: pycolmap.Database,
+    ids: dict[str, int],
+    names: list[str],
+    frame: int,
+    estimation: pycolmap.AbsolutePoseEstimationOptions,
+    config: PoseConfig,
+) -> _View | None:
+    """``names[frame]``'s view from its 2D-3D matches through posed neighbours, or None."""
+    own = ids[names[frame]]
+    posed = {img.name: img for img in rec.images.values() if img.has_pose}
+    lo, hi = max(frame - config.sequential_overlap, 0), frame + config.sequential_overlap + 1
+    nearest_first = sorted(range(lo, min(hi, len(names))), key=lambda other: abs(other - frame))
+    point_of: dict[int, int] = {}  # keypoint index -> 3D point id, from the nearest frame first
+    for other in nearest_first:
+        image = posed.get(names[other])
+        if image is None or not db.exists_two_view_geometry(own, image.image_id):
+            continue
+        for mine, theirs in db.read_two_view_geometry(own, image.image_id).inlier_matches:
+            if int(mine) not in point_of and image.points2D[theirs].has_point3D():
+                point_of[int(mine)] = image.points2D[theirs].point3D_id
+    if len(point_of) < config.min_observations:
+        return None
+    xy = db.read_keypoints(own)[np.fromiter(point_of, np.int64), :2].astype(np.float64)
+    point_ids = np.fromiter(point_of.values(), np.int64)
+    xyz = np.array([rec.points3D[i].xyz for i in point_ids], np.float64)
+    camera = rec.cameras[next(iter(rec.cameras))]
+    found = pycolmap.estimate_and_refine_absolute_pose(xy, xyz, camera, estimation)
+    if found is None or found["num_inliers"] < config.min_observations:
+        return None
+    inliers = np.asarray(found["inlier_mask"], bool)
+    return _View(
+        w2c=np.vstack([found["cam_from_world"].matrix(), [0, 0, 0, 1]]),
+        xy=xy[inliers],
+        point_ids=point_ids[inliers],
+    )
+
+
+def _run_mapper(
+    method: str, database: Path, images: Path, out: Path, config: PoseConfig, only: list[str] | None = None
+):
     """The mapper on one thread whatever ``config.num_threads``: its bundle adjustments and
-    rotation averaging sum in another order on more, and the poses differ in the last bits."""
+    rotation averaging sum in another order on more, and the poses differ in the last bits.
+    ``only``: the images the global mapper poses (None: all)."""
     out.mkdir(parents=True, exist_ok=True)
     config = replace(config, num_threads=1)
     if method == "global":
         options = _pinned(pycolmap.GlobalPipelineOptions(), config)
+        options.image_names = only or []
         options.mapper.min_tri_angle_deg = config.min_triangulation_angle_deg
         options.mapper.retriangulation.min_angle = config.min_triangulation_angle_deg
         return pycolmap.global_mapping(database, images, out, options)
@@ -427,6 +531,35 @@ def _acceptable(poses: ClipPoses, config: PoseConfig, num_frames: int, width: in
     return None
 
 
+def _attempts(config: PoseConfig) -> list[tuple[str, int]]:
+    """``(method, keyframe stride)`` in the order tried: the global mapper on keyframes, where
+    ``config`` asks for them, before the global mapper on every frame."""
+    attempts = []
+    for method in config.methods:
+        if method == "global" and config.keyframe_stride > 1:
+            attempts.append((method, config.keyframe_stride))
+        attempts.append((method, 1))
+    return attempts
+
+
+def _label(method: str, stride: int) -> str:
+    return method if stride == 1 else f"{method} on keyframes"
+
+
+def _mapped(
+    method: str, stride: int, database: Path, root: Path, names: list[str], config: PoseConfig
+) -> ClipPoses:
+    """Poses from ``method``'s mapper on every ``stride``-th frame, the rest registered to its map."""
+    only = keyframes(names, stride) if stride > 1 else None
+    models = _run_mapper(method, database, root / "images", root / f"{method}-{stride}", config, only)
+    if not models:
+        raise PoseError(f"{_label(method, stride)}: no model")
+    best = max(models.values(), key=lambda r: r.num_reg_images())
+    views = register_to_map(best, database, names, config) if stride > 1 else None
+    poses = from_reconstruction(best, method, names, views)
+    return replace(poses, stats={**poses.stats, "keyframe_stride": stride})
+
+
 def estimate_poses(
     frames: np.ndarray, config: PoseConfig | None = None, workdir: Path | None = None
 ) -> ClipPoses:
@@ -451,23 +584,19 @@ def estimate_poses(
         names = _write_frames(frames, images)
         _extract_and_match(database, images, config)
         reasons, partial = [], None
-        for method in config.methods:
+        for method, stride in _attempts(config):
             try:
                 if method == "rotation":
                     poses = _rotation_only(database, num_frames, width, height)
                 else:
-                    models = _run_mapper(method, database, images, root / method, config)
-                    if not models:
-                        raise PoseError(f"{method}: no model")
-                    best = max(models.values(), key=lambda r: r.num_reg_images())
-                    poses = from_reconstruction(best, method, names)
+                    poses = _mapped(method, stride, database, root, names, config)
             except PoseError as err:
                 reasons.append(str(err))
                 continue
             problem = _acceptable(poses, config, num_frames, width)
             if problem is None:
                 return poses.normalised()
-            reasons.append(f"{method}: {problem}")
+            reasons.append(f"{_label(method, stride)}: {problem}")
             if _acceptable(poses, replace(config, min_registered_fraction=0), num_frames, width) is None:
                 if partial is None or len(poses.frame_ids) > len(partial.frame_ids):
                     partial = poses

@@ -1,6 +1,7 @@
 """Poses from pycolmap SfM and the rotation-only fallback, checked against ground truth."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,43 @@ def test_sparse_depth_matches_true_depth_up_to_the_stored_scale(dolly, dolly_pos
     assert est_len * np.median(1 / ratio) * dolly_poses.scale == pytest.approx(true_len, rel=0.03)
 
 
+@pytest.fixture(scope="module")
+def dolly_keyframe_poses(dolly):
+    return estimate_poses(dolly.frames, PoseConfig(keyframe_stride=2))
+
+
+def test_frames_between_keyframes_registered_to_the_map_are_as_true_as_mapped_ones(
+    dolly, dolly_poses, dolly_keyframe_poses
+):
+    poses = dolly_keyframe_poses
+    assert poses.stats["keyframe_stride"] == 2 and len(poses.frame_ids) == 40
+    rot, pos = pose_errors(poses.c2w, dolly.c2w)
+    # the bounds of test_sfm_recovers_the_true_path, on the registered frames alone too
+    assert rot.max() < 1.0 and pos.max() < 0.02, (rot.max(), pos.max())
+    mapped_rot, mapped_pos = pose_errors(dolly_poses.c2w, dolly.c2w)
+    assert np.median(rot[1::2]) < 2 * np.median(mapped_rot) + 0.05
+    assert np.median(pos[1::2]) < 2 * np.median(mapped_pos) + 0.002
+    assert poses.K[0, 0] == pytest.approx(dolly.K[0, 0], rel=0.03)
+    # a registered frame observes the map's points: its inliers, at their true depths
+    observed = np.bincount(poses.observations[:, 0].astype(int), minlength=40)
+    assert observed[1::2].min() >= PoseConfig().min_observations
+    t = poses.observations[:, 0].astype(int)
+    between = t % 2 == 1
+    obs = poses.observations[between]
+    cols = np.clip(obs[:, 1].astype(int), 0, 255)
+    rows = np.clip(obs[:, 2].astype(int), 0, 143)
+    ratio = obs[:, 3] / dolly.depth[t[between], rows, cols]
+    assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.03
+
+
+def test_a_keyframe_map_that_falls_short_is_made_again_from_every_frame(dolly):
+    # Keyframes 20 frames apart share no verified pair: their map poses too few frames, and
+    # the global mapper on every frame must take over before the incremental one is tried.
+    poses = estimate_poses(dolly.frames, PoseConfig(keyframe_stride=20))
+    assert poses.pose_method == "global" and poses.stats["keyframe_stride"] == 1
+    assert len(poses.frame_ids) == 40
+
+
 def test_pure_rotation_falls_back_to_rotation_only_poses():
     clip = generate(
         SyntheticConfig(
@@ -91,15 +129,16 @@ def test_rotation_averaging_is_exact_on_consistent_input():
     assert np.allclose(average_rotations(relative, 6), W, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["global", "incremental"])
-def test_poses_are_the_same_on_any_number_of_threads_to_the_last_bit(method):
+@pytest.mark.parametrize(("method", "stride"), [("global", 1), ("global", 2), ("incremental", 1)])
+def test_poses_are_the_same_on_any_number_of_threads_to_the_last_bit(method, stride):
     # Extraction and verification run on every core; before the images were renumbered in
     # frame order, two extraction threads gave other poses every time (the mappers depend on
     # the images' numbering), and matching on two threads gave other poses in 1 run of 10.
     # A mapper on two threads differs in the last bits (1e-14), so it stays on one.
     clip = generate(SyntheticConfig(width=192, height=108, num_frames=16, seed=5), progress=False)
-    runs = [estimate_poses(clip.frames, PoseConfig(num_threads=n, methods=(method,))) for n in (1, 2, 2, 4)]
-    assert all(run.pose_method == method for run in runs)
+    config = PoseConfig(methods=(method,), keyframe_stride=stride)
+    runs = [estimate_poses(clip.frames, replace(config, num_threads=n)) for n in (1, 2, 2, 4)]
+    assert all(run.pose_method == method and run.stats["keyframe_stride"] == stride for run in runs)
     for other in runs[1:]:
         assert np.array_equal(runs[0].c2w, other.c2w) and np.array_equal(
             runs[0].observations, other.observations
