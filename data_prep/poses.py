@@ -34,6 +34,10 @@ PLAUSIBLE_HFOV_DEG = (10.0, 150.0)
 # A frame registered to the keyframes' map keeps the 2D-3D matches its PnP reprojects within
 # this many pixels: the incremental mapper's own track filter (filter_max_reproj_error).
 REGISTRATION_MAX_ERROR_PX = 4.0
+# A mapped frame's pose gives way to PnP's on its matches to the other frames' points when
+# PnP agrees with more than this many times as many of them. A good mapped pose agrees with
+# as many as PnP's to within 2%; the mapper's runaway end frames agreed with 17-25% fewer.
+REPLACE_MARGIN = 1.1
 
 
 class PoseError(RuntimeError):
@@ -308,45 +312,67 @@ def keyframes(names: list[str], stride: int) -> list[str]:
 def register_to_map(
     rec: pycolmap.Reconstruction, database: Path, names: list[str], config: PoseConfig
 ) -> dict[int, _View]:
-    """The mapper's views, and a view for each other frame of ``names`` from its verified
-    matches to posed frames within ``config.sequential_overlap``: their keypoints' 3D points,
-    then a RANSAC PnP refined on the inliers, with the map's camera held fixed.
+    """A view for every frame of ``names`` that the map ``rec`` can place: each frame's
+    verified matches to the other posed frames within ``config.sequential_overlap`` give its
+    keypoints' 3D points, and a RANSAC PnP refined on the inliers, with the map's camera
+    held fixed, places it.
 
-    The map stays as the mapper left it, so each frame is registered on its own and the
-    result does not depend on the order. Frames with fewer than ``config.min_observations``
-    inliers get no view, and are trimmed like frames the mapper could not pose.
+    Frames the mapper left out get that pose. A mapped frame keeps the mapper's pose unless
+    the PnP pose agrees with clearly more of those matches (``REPLACE_MARGIN``): the mapper
+    has put an end frame 36-111 median steps off its neighbours while PnP on the same map
+    placed it within 3 (docs/BENCHMARKS.md). The map stays as the mapper left it, so each
+    frame is placed on its own and the result does not depend on the order. Frames with
+    fewer than ``config.min_observations`` inliers get no view, and are trimmed like frames
+    the mapper could not pose.
     """
     views = _mapped_views(rec, names)
     estimation = pycolmap.AbsolutePoseEstimationOptions()
     estimation.ransac.max_error = REGISTRATION_MAX_ERROR_PX
     estimation.ransac.random_seed = config.seed
+    camera = rec.cameras[next(iter(rec.cameras))]
     db = pycolmap.Database.open(str(database))
     try:
         ids = {img.name: img.image_id for img in db.read_all_images()}
-        for frame in sorted(set(range(len(names))) - set(views)):
-            view = _registered(rec, db, ids, names, frame, estimation, config)
-            if view is not None:
-                views[frame] = view
+        for frame in range(len(names)):
+            matches = _map_matches(rec, db, ids, names, frame, config)
+            if matches is None:
+                continue
+            xy, point_ids, xyz = matches
+            found = pycolmap.estimate_and_refine_absolute_pose(xy, xyz, camera, estimation)
+            if found is None or found["num_inliers"] < config.min_observations:
+                continue
+            mapped = views.get(frame)
+            if mapped is not None:
+                agreeing = _agreeing(mapped.w2c, np.asarray(camera.calibration_matrix()), xy, xyz)
+                if found["num_inliers"] <= REPLACE_MARGIN * agreeing.sum():
+                    continue
+            inliers = np.asarray(found["inlier_mask"], bool)
+            views[frame] = _View(
+                w2c=np.vstack([found["cam_from_world"].matrix(), [0, 0, 0, 1]]),
+                xy=xy[inliers],
+                point_ids=point_ids[inliers],
+            )
     finally:
         db.close()
     return views
 
 
-def _registered(
+def _map_matches(
     rec: pycolmap.Reconstruction,
     db: pycolmap.Database,
     ids: dict[str, int],
     names: list[str],
     frame: int,
-    estimation: pycolmap.AbsolutePoseEstimationOptions,
     config: PoseConfig,
-) -> _View | None:
-    """``names[frame]``'s view from its 2D-3D matches through posed neighbours, or None."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(xy [N, 2], point ids [N], xyz [N, 3])``: ``names[frame]``'s keypoints matched to
+    the 3D points of the other posed frames within the overlap (the nearest frame's first),
+    or None where fewer than ``config.min_observations``."""
     own = ids[names[frame]]
     posed = {img.name: img for img in rec.images.values() if img.has_pose}
-    lo, hi = max(frame - config.sequential_overlap, 0), frame + config.sequential_overlap + 1
-    nearest_first = sorted(range(lo, min(hi, len(names))), key=lambda other: abs(other - frame))
-    point_of: dict[int, int] = {}  # keypoint index -> 3D point id, from the nearest frame first
+    lo, hi = max(frame - config.sequential_overlap, 0), min(frame + config.sequential_overlap + 1, len(names))
+    nearest_first = sorted((o for o in range(lo, hi) if o != frame), key=lambda other: abs(other - frame))
+    point_of: dict[int, int] = {}  # keypoint index -> 3D point id
     for other in nearest_first:
         image = posed.get(names[other])
         if image is None or not db.exists_two_view_geometry(own, image.image_id):
@@ -358,17 +384,17 @@ def _registered(
         return None
     xy = db.read_keypoints(own)[np.fromiter(point_of, np.int64), :2].astype(np.float64)
     point_ids = np.fromiter(point_of.values(), np.int64)
-    xyz = np.array([rec.points3D[i].xyz for i in point_ids], np.float64)
-    camera = rec.cameras[next(iter(rec.cameras))]
-    found = pycolmap.estimate_and_refine_absolute_pose(xy, xyz, camera, estimation)
-    if found is None or found["num_inliers"] < config.min_observations:
-        return None
-    inliers = np.asarray(found["inlier_mask"], bool)
-    return _View(
-        w2c=np.vstack([found["cam_from_world"].matrix(), [0, 0, 0, 1]]),
-        xy=xy[inliers],
-        point_ids=point_ids[inliers],
-    )
+    return xy, point_ids, np.array([rec.points3D[i].xyz for i in point_ids], np.float64)
+
+
+def _agreeing(w2c: np.ndarray, K: np.ndarray, xy: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the points ``xyz`` that ``w2c`` projects in front of the camera and within
+    ``REGISTRATION_MAX_ERROR_PX`` of ``xy``."""
+    cam = xyz @ w2c[:3, :3].T + w2c[:3, 3]
+    front = cam[:, 2] > 0
+    projected = cam @ K.T
+    projected = projected[:, :2] / np.where(front, projected[:, 2], 1.0)[:, None]
+    return front & (np.linalg.norm(projected - xy, axis=1) < REGISTRATION_MAX_ERROR_PX)
 
 
 def _run_mapper(

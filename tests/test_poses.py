@@ -8,15 +8,18 @@ import numpy as np
 import pycolmap
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from data_prep.poses import (
     PoseConfig,
     PoseError,
     _extract_and_match,
     _pinned,
+    _run_mapper,
     _write_frames,
     average_rotations,
     estimate_poses,
+    register_to_map,
 )
 from data_prep.synthetic import SyntheticConfig, generate
 from data_prep.video import read_video
@@ -104,6 +107,30 @@ def test_a_keyframe_map_that_falls_short_is_made_again_from_every_frame(dolly):
     poses = estimate_poses(dolly.frames, PoseConfig(keyframe_stride=20))
     assert poses.pose_method == "global" and poses.stats["keyframe_stride"] == 1
     assert len(poses.frame_ids) == 40
+
+
+def test_a_mapped_pose_off_its_neighbours_gives_way_to_pnp_on_the_map(dolly, tmp_path):
+    # The global mapper has put a clip's first frame 36-111 median steps off the next; here a
+    # good map's frame is moved off by hand, and registration must put it back, leaving the
+    # others as mapped.
+    config = PoseConfig()
+    names = _write_frames(dolly.frames, tmp_path / "images")
+    _extract_and_match(tmp_path / "db.db", tmp_path / "images", config)
+    [rec] = _run_mapper("global", tmp_path / "db.db", tmp_path / "images", tmp_path / "map", config).values()
+    first = next(img for img in rec.images.values() if img.name == names[0])
+    good = first.cam_from_world().matrix()
+    turned = good[:, :3] @ Rotation.from_euler("y", 3, degrees=True).as_matrix()
+    moved = pycolmap.Rigid3d(pycolmap.Rotation3d(turned), good[:, 3] + [0.3, 0, 0])
+    rec.frames[first.frame_id].rig_from_world = moved
+    views = register_to_map(rec, tmp_path / "db.db", names, config)
+    back = np.linalg.inv(views[0].w2c)
+    true = np.linalg.inv(np.vstack([good, [0, 0, 0, 1]]))
+    assert np.degrees(float(rotation_angle(torch.from_numpy(back[:3, :3].T @ true[:3, :3])))) < 0.1
+    step = np.linalg.norm(np.linalg.inv(views[1].w2c)[:3, 3] - np.linalg.inv(views[2].w2c)[:3, 3])
+    assert np.linalg.norm(back[:3, 3] - true[:3, 3]) < step
+    for frame in range(1, 40):  # the mapped poses of the others stay the mapper's
+        img = next(img for img in rec.images.values() if img.name == names[frame])
+        assert np.array_equal(views[frame].w2c[:3], img.cam_from_world().matrix())
 
 
 def test_pure_rotation_falls_back_to_rotation_only_poses():
