@@ -112,9 +112,12 @@ class StabilizeConfig:
     canvas: CanvasConfig = field(default_factory=CanvasConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
-    poses: PoseConfig = field(default_factory=lambda: PoseConfig(min_partial_frames=16))
+    poses: PoseConfig = field(default_factory=lambda: PoseConfig(min_partial_frames=16, keyframe_stride=2))
     """SfM settings; min_partial_frames: a shot's longest posed run needs this many frames, and
-    the frames SfM leaves out are posed again on their own, or stabilized in 2D."""
+    the frames SfM leaves out are posed again on their own, or stabilized in 2D;
+    keyframe_stride: the global mapper poses every second frame and the rest are registered
+    to its map, which halves the mapper's time (a map that falls short is made again from
+    every frame)."""
     preset: str = "none"
     """The shipped preset these settings started from (gavs-stabilize --preset sets it; the
     report names it)."""

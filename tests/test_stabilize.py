@@ -198,6 +198,24 @@ def test_rerun_with_another_strength_skips_poses_and_finetuning(shaky, stabilize
     assert not np.array_equal(read_video(folder / "strong.mp4").frames, read_video(folder / "out.mp4").frames)
 
 
+def test_neighbour_detail_keeps_every_output_frame_in_step_with_its_input(shaky, stabilized):
+    # With render.detail_offsets the renderer reads input frames one ahead of the frame it
+    # writes; the writer pairs each output with its own input. Off by one, each output would
+    # sit a frame's motion away from the run without it.
+    folder, _ = shaky
+    work = ["--work-dir", str(folder / ".out.gavs-work")]
+    out = folder / "detail.mp4"
+    argv = [str(folder / "shaky.mp4"), "-o", str(out), *work, "--no-eval", *QUICK]
+    assert stabilize_main([*argv, "render.detail_offsets=[-1,1]"]) == 0
+    report = json.loads((folder / "detail.report.json").read_text())
+    assert report["cached"] == {"poses": True, "finetune": True}
+    fused, plain = read_video(out).frames, read_video(folder / "out.mp4").frames
+    assert len(fused) == len(plain) == SCENE.num_frames
+    own = np.abs(fused.astype(int) - plain).mean(axis=(1, 2, 3))
+    next_frame = np.abs(fused[:-1].astype(int) - plain[1:]).mean(axis=(1, 2, 3))
+    assert 0 < own.max() and (own[:-1] < 0.5 * next_frame).all(), (own, next_frame)
+
+
 def test_render_along_a_push_in_reuses_the_work_folder_and_matches_the_scene(shaky, stabilized, tmp_path):
     folder, clip = shaky
     out = tmp_path / "push.mp4"
