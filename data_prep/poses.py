@@ -1,10 +1,11 @@
 """Camera poses for a clip: pycolmap SfM with honest fallbacks.
 
-Order of attempts (configurable): COLMAP's global mapper (GLOMAP), then incremental mapping,
-then a rotation-only estimate from the homographies COLMAP already verified between
-consecutive frames (for pure rotation or too little parallax). A method's result is kept when
-enough frames register in one contiguous run and the reprojection error is low. Frames outside
-that run are dropped; none is ever given an invented pose.
+Order of attempts (configurable): COLMAP's global mapper (GLOMAP), on keyframes with the
+other frames registered to its map where ``keyframe_stride`` asks for it and then on every
+frame, then incremental mapping, then a rotation-only estimate from the homographies COLMAP
+already verified between consecutive frames (for pure rotation or too little parallax). A
+method's result is kept when enough frames register in one contiguous run and the reprojection
+error is low. Frames outside that run are dropped; none is ever given an invented pose.
 
 Every result is normalised so that the median sparse depth is 1.0; ``scale`` is the factor the
 reconstruction was multiplied by (rotation-only poses have no depth, so their scale is 1).
@@ -330,11 +331,12 @@ def register_to_map(
     estimation.ransac.max_error = REGISTRATION_MAX_ERROR_PX
     estimation.ransac.random_seed = config.seed
     camera = rec.cameras[next(iter(rec.cameras))]
+    posed = {img.name: img for img in rec.images.values() if img.has_pose}
     db = pycolmap.Database.open(str(database))
     try:
         ids = {img.name: img.image_id for img in db.read_all_images()}
         for frame in range(len(names)):
-            matches = _map_matches(rec, db, ids, names, frame, config)
+            matches = _map_matches(rec, posed, db, ids, names, frame, config)
             if matches is None:
                 continue
             xy, point_ids, xyz = matches
@@ -359,6 +361,7 @@ def register_to_map(
 
 def _map_matches(
     rec: pycolmap.Reconstruction,
+    posed: dict[str, pycolmap.Image],
     db: pycolmap.Database,
     ids: dict[str, int],
     names: list[str],
@@ -366,10 +369,9 @@ def _map_matches(
     config: PoseConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """``(xy [N, 2], point ids [N], xyz [N, 3])``: ``names[frame]``'s keypoints matched to
-    the 3D points of the other posed frames within the overlap (the nearest frame's first),
-    or None where fewer than ``config.min_observations``."""
+    the 3D points of the other ``posed`` frames (by name) within the overlap, the nearest
+    frame's first, or None where fewer than ``config.min_observations``."""
     own = ids[names[frame]]
-    posed = {img.name: img for img in rec.images.values() if img.has_pose}
     lo, hi = max(frame - config.sequential_overlap, 0), min(frame + config.sequential_overlap + 1, len(names))
     nearest_first = sorted((o for o in range(lo, hi) if o != frame), key=lambda other: abs(other - frame))
     point_of: dict[int, int] = {}  # keypoint index -> 3D point id
