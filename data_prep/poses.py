@@ -579,7 +579,8 @@ def _mapped(
 ) -> ClipPoses:
     """Poses from ``method``'s mapper on every ``stride``-th frame, the rest registered to its map."""
     only = keyframes(names, stride) if stride > 1 else None
-    models = _run_mapper(method, database, root / "images", root / f"{method}-{stride}", config, only)
+    out = root / (method if stride == 1 else f"{method}-keyframes")  # a workdir keeps both models
+    models = _run_mapper(method, database, root / "images", out, config, only)
     if not models:
         raise PoseError(f"{_label(method, stride)}: no model")
     best = max(models.values(), key=lambda r: r.num_reg_images())
