@@ -345,7 +345,7 @@ def register_to_map(
                 continue
             mapped = views.get(frame)
             if mapped is not None:
-                agreeing = _agreeing(mapped.w2c, np.asarray(camera.calibration_matrix()), xy, xyz)
+                agreeing = _agreeing(mapped.w2c, camera, xy, xyz)
                 if found["num_inliers"] <= REPLACE_MARGIN * agreeing.sum():
                     continue
             inliers = np.asarray(found["inlier_mask"], bool)
@@ -389,14 +389,12 @@ def _map_matches(
     return xy, point_ids, np.array([rec.points3D[i].xyz for i in point_ids], np.float64)
 
 
-def _agreeing(w2c: np.ndarray, K: np.ndarray, xy: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """``[N]`` bool: the points ``xyz`` that ``w2c`` projects in front of the camera and within
-    ``REGISTRATION_MAX_ERROR_PX`` of ``xy``."""
+def _agreeing(w2c: np.ndarray, camera: pycolmap.Camera, xy: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the points ``xyz`` that ``w2c`` puts in front of ``camera`` and projects
+    within ``REGISTRATION_MAX_ERROR_PX`` of ``xy``."""
     cam = xyz @ w2c[:3, :3].T + w2c[:3, 3]
-    front = cam[:, 2] > 0
-    projected = cam @ K.T
-    projected = projected[:, :2] / np.where(front, projected[:, 2], 1.0)[:, None]
-    return front & (np.linalg.norm(projected - xy, axis=1) < REGISTRATION_MAX_ERROR_PX)
+    projected = camera.img_from_cam(cam, check_cheirality=False)
+    return (cam[:, 2] > 0) & (np.linalg.norm(projected - xy, axis=1) < REGISTRATION_MAX_ERROR_PX)
 
 
 def _run_mapper(

@@ -57,13 +57,19 @@ def test_sfm_recovers_the_true_path(dolly, dolly_poses):
     assert poses.stats["reprojection_error"] < 1.0
 
 
+def depth_ratios(observations: np.ndarray, frames: np.ndarray, clip) -> np.ndarray:
+    """``[N]`` each observation's sparse depth over the clip's true depth at its pixel;
+    ``frames [N]`` are the observations' frames in ``clip``."""
+    height, width = clip.depth.shape[1:3]
+    cols = np.clip(observations[:, 1].astype(int), 0, width - 1)
+    rows = np.clip(observations[:, 2].astype(int), 0, height - 1)
+    return observations[:, 3] / clip.depth[frames, rows, cols]
+
+
 def test_sparse_depth_matches_true_depth_up_to_the_stored_scale(dolly, dolly_poses):
     obs = dolly_poses.observations
     assert len(obs) > 1000 and np.median(obs[:, 3]) == pytest.approx(1.0)  # normalised scale
-    frame = dolly_poses.frame_ids[obs[:, 0].astype(int)]
-    cols = np.clip(obs[:, 1].astype(int), 0, 255)
-    rows = np.clip(obs[:, 2].astype(int), 0, 143)
-    ratio = obs[:, 3] / dolly.depth[frame, rows, cols]
+    ratio = depth_ratios(obs, dolly_poses.frame_ids[obs[:, 0].astype(int)], dolly)
     # one scale for the whole clip: per-point ratios agree to a few percent
     assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.03
     # and the stored scale restores world units: the true path is the SfM path / scale
@@ -94,10 +100,7 @@ def test_frames_between_keyframes_registered_to_the_map_are_as_true_as_mapped_on
     assert observed[1::2].min() >= PoseConfig().min_observations
     t = poses.observations[:, 0].astype(int)
     between = t % 2 == 1
-    obs = poses.observations[between]
-    cols = np.clip(obs[:, 1].astype(int), 0, 255)
-    rows = np.clip(obs[:, 2].astype(int), 0, 143)
-    ratio = obs[:, 3] / dolly.depth[t[between], rows, cols]
+    ratio = depth_ratios(poses.observations[between], t[between], dolly)
     assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.03
 
 
