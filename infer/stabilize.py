@@ -81,9 +81,9 @@ DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 class StabilizeConfig:
     resolution: int = 320
     """Working resolution of poses, finetuning and rendering: the longer side, in pixels."""
-    strength: float = 4.0
-    """How much shake to remove: 1 is GaVS's smoothing (31-frame window, sigma 4 frames), 4 is
-    sigma 16; 0 keeps the path."""
+    strength: float = 6.0
+    """How much shake to remove: 1 is GaVS's smoothing (31-frame window, sigma 4 frames), 6 is
+    sigma 24; 0 keeps the path."""
     smoothing: Literal["bounded", "gaussian"] = "bounded"
     """bounded: the minimum-acceleration path, as strong as the Gaussian window of that
     strength but closer to the real camera, kept where the padded canvas covers the frame;

@@ -82,8 +82,8 @@ def test_bounded_path_covers_every_frame_and_stays_smooth():
 
 def test_a_strong_shake_clip_overruns_the_fixed_canvas_far_more_than_ordinary_shake():
     # The condition the adaptive canvas has to handle: the synthetic strong-shake mode (hand
-    # shake as in ../shared/clips/strong-shake-5.mp4) overruns the fixed 12% canvas at the
-    # default strength many times further, and bends nearly every frame. Poses do not depend
+    # shake as in ../shared/clips/strong-shake-5.mp4) overruns the fixed 12% canvas at
+    # strength 4 many times further, and bends nearly every frame. Poses do not depend
     # on the image size.
     config = SyntheticConfig(width=32, height=18, num_frames=150, supersample=1, seed=0)
     bent = {}
@@ -130,9 +130,9 @@ def test_strong_shake_gets_the_canvas_it_needs_instead_of_a_bent_path(strong_sha
     fixed = replace(StabilizeConfig(), canvas=CanvasConfig(max_pad=0.12))
     path_fixed, fixed_summary = plan_path(posed, fixed)
     path, summary = plan_path(posed, StabilizeConfig())
-    assert fixed_summary["canvas_pad"] == 0.12 and fixed_summary["frames_bent"] > 100  # measured 146
+    assert fixed_summary["canvas_pad"] == 0.12 and fixed_summary["frames_bent"] > 100  # measured 149
     assert summary["canvas_pad"] > 0.12 and summary["frames_bent"] == 0  # measured pad 0.14
-    # the unbent path is steadier: measured 1/7 of the bent one's rotational roughness
+    # the unbent path is steadier: measured 1/28 of the bent one's rotational roughness
     assert roughness(torch.from_numpy(path)) < 0.5 * roughness(torch.from_numpy(path_fixed))
 
 

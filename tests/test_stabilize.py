@@ -52,7 +52,7 @@ def ground_truth(folder, clip, report):
     config = StabilizeConfig(
         strength=report["strength"], smoothing=report["segments"][0]["smoothing"]["mode"]
     )
-    assert (config.strength, config.smoothing) == (4.0, "bounded")  # the defaults
+    assert (config.strength, config.smoothing) == (6.0, "bounded")  # the defaults
     return truth_at(folder, clip, plan_path(posed_shaky(folder), config)[0])
 
 

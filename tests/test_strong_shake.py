@@ -68,7 +68,7 @@ def outputs(tmp_path_factory):
 def test_strong_shake_bends_the_fixed_canvas_path_and_not_the_adaptive_one(outputs):
     _, scores = outputs
     assert scores["fixed"]["canvas_pad"] == FIXED.canvas.pad
-    assert scores["fixed"]["frames_bent"] > 0.5 * STRONG.num_frames  # measured 129 of 150
+    assert scores["fixed"]["frames_bent"] > 0.5 * STRONG.num_frames  # measured 147 of 150
     assert ADAPTIVE.canvas.pad < scores["adaptive"]["canvas_pad"] < ADAPTIVE.canvas.max_pad  # measured 0.14
     assert scores["adaptive"]["frames_bent"] == 0
 
@@ -79,7 +79,8 @@ def test_the_adaptive_canvas_comes_out_full_frame_and_steadier(outputs):
         # measured 0.99999 both: every pixel filled, nothing cropped
         assert scores[name]["valid_ratio"] > 0.99, (name, scores[name]["valid_ratio"])
     jitter = {name: scores[name]["jitter_px"] for name in scores}
-    # measured jitter px: input 14.5, fixed 0.73, adaptive 0.51 (0.70 of the fixed canvas's; on
+    # measured jitter px at the default strength 6: input 14.5, fixed 0.50, adaptive 0.39 (0.78
+    # of the fixed canvas's); at strength 4, 0.73 and 0.51 (0.70; on
     # ../shared/clips/strong-shake-5.mp4, 0.65)
     assert jitter["adaptive"] < 0.8 * jitter["fixed"], jitter
     assert jitter["fixed"] < 0.1 * shaky["jitter_px"], (shaky["jitter_px"], jitter)
