@@ -90,21 +90,10 @@ def static_masks(
 
 
 def neighbour_order(index: int, count: int, offsets: tuple[int, ...]) -> list[int]:
-    """Frames about ``+-offsets`` from ``index`` inside ``[0, count)``, in offset order (nearest
-    in time first). Offset ``o`` lands on the multiple of ``max(1, o // 2)`` nearest to
-    ``index +- o``, so a far neighbour stays the same frame over ``o // 2`` consecutive
-    outputs instead of changing with every one: what it fills then moves with the camera
-    alone, not with each new source's depth and exposure (flicker, docs/BENCHMARKS.md). Where
-    two offsets' lattices meet, the farther offset steps one lattice point further out."""
+    """Frames at ``+-offsets`` from ``index`` inside ``[0, count)``, nearest in time first."""
     order = []
     for offset in sorted(set(abs(o) for o in offsets if o != 0)):
-        step = max(1, offset // 2)
-        for target in (index - offset, index + offset):
-            frame = (target + step // 2) // step * step  # ties round up, the same way every time
-            if frame in order:  # two offsets' lattices meet: the farther one steps out
-                frame += step if target > index else -step
-            if 0 <= frame < count and frame not in order:
-                order.append(frame)
+        order += [n for n in (index - offset, index + offset) if 0 <= n < count]
     return order
 
 

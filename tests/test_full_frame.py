@@ -21,7 +21,6 @@ import infer.rerender
 from data_prep.synthetic import SyntheticConfig, generate, render_views_and_geometry
 from data_prep.video import write_video
 from evaluation.metrics import evaluate
-from infer.extrapolate import neighbour_order
 from infer.finetune import FinetuneConfig
 from infer.rerender import SegmentRenderer
 from infer.stabilize import StabilizeConfig
@@ -98,14 +97,8 @@ def near_object(moving, frame) -> np.ndarray:
 def ghost_risk(true_smoothed, moving, frame) -> np.ndarray:
     """``[H, W]`` pixels of the smoothed view where the object stood at the time of a
     neighbour that fills the view, but not now: a ghost would show there."""
-    render = CONFIG.render
-    times = sorted(
-        {
-            n
-            for offsets in (render.canvas_offsets, render.fusion_offsets)
-            for n in neighbour_order(frame, MOVING.num_frames, offsets)
-        }
-    )
+    offsets = sorted(set(CONFIG.render.canvas_offsets) | set(CONFIG.render.fusion_offsets))
+    times = [frame + s * o for o in offsets for s in (-1, 1) if 0 <= frame + s * o < MOVING.num_frames]
     views = np.repeat(true_smoothed[frame : frame + 1], len(times), 0)
     _, _, then = render_views_and_geometry(replace(MOVING, supersample=1), views, np.array(times))
     return then.any(0) & ~near_object(moving, frame)
