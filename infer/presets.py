@@ -1,7 +1,7 @@
 """Presets chosen by device, and the time a run is expected to take, said before it starts.
 
 ``--preset default`` gives a CUDA device the config's defaults, GaVS's full finetuning, and a
-CPU the ``cpu`` preset: the shipped prior, finetuned with about 1/100 of GaVS's renders; ``fast``
+CPU the ``cpu`` preset: the shipped prior, finetuned with about 1/200 of GaVS's renders; ``fast``
 (a few steps, a small working size) and ``gavs`` (GaVS's published setting, its smoothing
 included: ``configs/stabilize/gavs.yaml``) choose outright. A ``--config`` file and
 ``key=value`` overrides apply on top of the preset.
@@ -36,7 +36,7 @@ def add_preset_flag(parser: argparse.ArgumentParser) -> None:
         choices=CHOICES,
         default="default",
         help="default: GaVS's full finetuning on CUDA, the cpu preset on a CPU (the shipped prior "
-        "finetuned with about 1/100 of GaVS's renders); fast: a quick preview from the prior; "
+        "finetuned with about 1/200 of GaVS's renders); fast: a quick preview from the prior; "
         "gavs: GaVS's published setting. --config and key=value apply on top",
     )
 

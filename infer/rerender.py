@@ -4,8 +4,9 @@ composition at the output size.
 For each posed frame:
 
 1. its padded canvas is filled with static pixels of neighbouring frames
-   (``infer.extrapolate.fill_canvas``), using the depth the network predicts for them on
-   their plain canvases (a first, cheap pass);
+   (``infer.extrapolate.fill_canvas``), using the depth the network predicts for them from
+   the frames alone (a first, cheap pass: only their own pixels are splatted, so it leaves
+   out the padding, about 40% of a canvas's pixels);
 2. the network turns the filled canvas into Gaussians in the source camera's frame, each
    labelled with its origin (``ORIGINS``): the frame's own visible surface, a neighbour's
    pixels, or the network's extrapolation (the still-empty padding and the deeper layers);
@@ -138,16 +139,16 @@ class _Scene:
         return torch.from_numpy(self.images[indices]).permute(0, 3, 1, 2).float().div(255).to(self.device)
 
     def _first_layer_depths(self, progress: bool) -> Tensor:
-        """``[T, H, W]`` each frame's first-layer depth over its own pixels (plain canvas)."""
-        count, height, width = self.images.shape[:3]
-        rows, cols = self.rows, self.cols
+        """``[T, H, W]`` each frame's first-layer depth over its own pixels, predicted from the
+        frame alone. Only these pixels are splatted, so the padding would be work for nothing;
+        the depth moves by about as much as the canvas's size already moves it
+        (docs/BENCHMARKS.md, "Eight steps and a first pass without the padding")."""
+        count = len(self.images)
         depths = []
         steps = range(0, count, self.config.batch)
         for start in tqdm(steps, desc="depth", disable=not progress, dynamic_ncols=True):
             images = self._tensor(list(range(start, min(start + self.config.batch, count))))
-            padded, valid, K_pad = pad_canvas(images, self.K.expand(len(images), 3, 3), self.pad)
-            depth = self.net(padded, K_pad, valid).depth[:, 0]
-            depths.append(depth[:, rows : rows + height, cols : cols + width])
+            depths.append(self.net(images, self.K.expand(len(images), 3, 3)).depth[:, 0])
         return torch.cat(depths)
 
     def _canvas(self, index: int, padded: Tensor, valid: Tensor, K_pad: Tensor) -> tuple[Tensor, Tensor]:
