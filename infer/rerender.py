@@ -140,8 +140,8 @@ class _Scene:
 
     def _first_layer_depths(self, progress: bool) -> Tensor:
         """``[T, H, W]`` each frame's first-layer depth over its own pixels, predicted from the
-        frame alone. Only these pixels are splatted, so the padding would be work for nothing;
-        the depth moves by about as much as the canvas's size already moves it
+        frame alone. Only these pixels are splatted, so the padding's own predictions went
+        unused; the depth moves by about as much as the canvas's size already moves it
         (docs/BENCHMARKS.md, "Eight steps and a first pass without the padding")."""
         count = len(self.images)
         depths = []
