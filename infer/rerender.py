@@ -6,7 +6,7 @@ For each posed frame:
 1. its padded canvas is filled with static pixels of neighbouring frames
    (``infer.extrapolate.fill_canvas``), using the depth the network predicts for them from
    the frames alone (a first, cheap pass: only their own pixels are splatted, so it leaves
-   out the padding, about 40% of a canvas's pixels);
+   out the padding, 35-52% of a canvas's pixels at pads 0.12-0.22);
 2. the network turns the filled canvas into Gaussians in the source camera's frame, each
    labelled with its origin (``ORIGINS``): the frame's own visible surface, a neighbour's
    pixels, or the network's extrapolation (the still-empty padding and the deeper layers);
