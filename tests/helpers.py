@@ -55,7 +55,7 @@ def stereo_tags(path: Path) -> tuple[str | None, list[int]]:
         types = [
             int.from_bytes(bytes(data)[:4], "little")
             for frame in container.decode(video=0)
-            for data in frame.side_data
+            for data in frame.side_data.values()
             if data.type.name == "STEREO3D"
         ]
         return container.metadata.get("comment"), types
