@@ -13,6 +13,7 @@ so a stopped run continues. The second command turns the folder into shards like
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -59,7 +60,9 @@ def build_set(
                 with atomic_path(target) as tmp:
                     shutil.copyfile(source, tmp)
             videos.append(target)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork, as in data_prep.build: a forked worker of a process with running
+    # encoder or torch threads can deadlock (PyAV 18.1.1's encoder in one did, in the tests).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = [pool.submit(write_synthetic, seed, out, width, height, frames) for seed in range(synthetic)]
         videos += [job.result() for job in tqdm(jobs, desc="synthetic clips", unit="clip", disable=None)]
     return videos
