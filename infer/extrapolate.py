@@ -19,6 +19,8 @@ time would leave a ghost where it no longer is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -97,15 +99,26 @@ def neighbour_order(index: int, count: int, offsets: tuple[int, ...]) -> list[in
     return order
 
 
+@dataclass
+class Lifted:
+    """A neighbour's static pixels in its own camera, lifted once and splatted into every
+    canvas it fills: ``points [M, 3]`` and their ``colours [M, C]``."""
+
+    points: Tensor
+    colours: Tensor
+
+
+def lift(*, image: Tensor, depth: Tensor, static: Tensor, K: Tensor) -> Lifted:
+    """``image [C, H, W]``'s pixels where ``static [H, W]``, at ``depth [H, W]`` through ``K [3, 3]``."""
+    return Lifted(unproject_depth(depth, K)[static], image.permute(1, 2, 0)[static])
+
+
 def fill_canvas(
     *,
     canvas: Tensor,
     empty: Tensor,
     K_canvas: Tensor,
-    images: Tensor,
-    depths: Tensor,
-    static: Tensor,
-    K: Tensor,
+    neighbours: list[Lifted],
     to_canvas: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """Splat neighbours into a canvas.
@@ -114,19 +127,16 @@ def fill_canvas(
         canvas: ``[C, Hc, Wc]`` the padded canvas (colour, or any per-pixel channels).
         empty: ``[Hc, Wc]`` its unobserved pixels.
         K_canvas: ``[3, 3]`` its intrinsics.
-        images, depths, static: ``[N, C, H, W]``, ``[N, H, W]``, ``[N, H, W]`` the neighbours, in
-            priority order, with their depth and static masks.
-        K: ``[3, 3]`` the neighbours' intrinsics; ``to_canvas [N, 4, 4]`` their camera -> the canvas's.
+        neighbours: N lifted neighbours (``lift``), in priority order, with ``C`` channels.
+        to_canvas: ``[N, 4, 4]`` their camera -> the canvas's.
 
     Returns the canvas and a ``[Hc, Wc]`` mask of the pixels filled from neighbours.
     """
     canvas = canvas.clone()
     height, width = canvas.shape[-2:]
     pixels, keys, colours = [], [], []
-    for rank, (image, depth, keep, transform) in enumerate(
-        zip(images, depths, static, to_canvas, strict=True)
-    ):
-        uv, z = project(transform_points(transform, unproject_depth(depth, K)[keep]), K_canvas)
+    for rank, (lifted, transform) in enumerate(zip(neighbours, to_canvas, strict=True)):
+        uv, z = project(transform_points(transform, lifted.points), K_canvas)
         x, y = uv[:, 0].floor().long(), uv[:, 1].floor().long()
         hit = (z > 1e-6) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
         pixel = y[hit] * width + x[hit]
@@ -134,7 +144,7 @@ def fill_canvas(
         pixels.append(pixel[hit_empty])
         # one key orders all splats: earlier neighbours first, then the nearer surface
         keys.append(rank * DEPTH_RANGE + z[hit][hit_empty].clamp(max=DEPTH_RANGE / 2))
-        colours.append(image.permute(1, 2, 0)[keep][hit][hit_empty])
+        colours.append(lifted.colours[hit][hit_empty])
     filled = torch.zeros_like(empty)
     if pixels:
         pixel, key, colour = torch.cat(pixels), torch.cat(keys), torch.cat(colours)

@@ -32,8 +32,10 @@ from tqdm import tqdm
 from infer.canvas import pad_amounts, pad_canvas
 from infer.compose import ORIGINS, compose, origin_features
 from infer.extrapolate import (
+    Lifted,
     fill_canvas,
     fusion_gaussians,
+    lift,
     neighbour_order,
     neighbour_transforms,
     static_masks,
@@ -120,6 +122,7 @@ class _Scene:
         self.c2w = torch.from_numpy(clip.poses.c2w).float().to(device)
         self.rows, self.cols = pad_amounts(*self.images.shape[1:3], pad)
         self.cache: dict[int, tuple[Gaussians, Tensor]] = {}
+        self.lifted: dict[int, Lifted] = {}
         self.filled_share: list[float] = []
         needs_neighbours = bool(config.canvas_offsets or config.fusion_offsets)
         self.static = None
@@ -159,13 +162,22 @@ class _Scene:
             canvas=padded,
             empty=valid[0] == 0,
             K_canvas=K_pad,
-            images=self._tensor(neighbours),
-            depths=self.depths[neighbours],
-            static=self.static[neighbours],
-            K=self.K,
+            neighbours=[self._lifted(n) for n in neighbours],
             to_canvas=neighbour_transforms(self.c2w, index, neighbours),
         )
+        reach = max(abs(o) for o in self.config.canvas_offsets)
+        for stale in [n for n in self.lifted if n < index - reach]:
+            del self.lifted[stale]
         return canvas, filled[None].float()
+
+    def _lifted(self, index: int) -> Lifted:
+        """Frame ``index``'s static pixels lifted by its first-layer depth, kept while frames
+        within the canvas offsets still use them: each fills up to twice as many canvases
+        as there are offsets."""
+        if index not in self.lifted:
+            image, depth, static = self._tensor([index])[0], self.depths[index], self.static[index]
+            self.lifted[index] = lift(image=image, depth=depth, static=static, K=self.K)
+        return self.lifted[index]
 
     def _compute(self, start: int) -> None:
         """Frames from ``start`` on (up to a batch of them) that are not cached yet."""

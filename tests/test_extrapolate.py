@@ -13,6 +13,7 @@ from infer.canvas import pad_amounts, pad_canvas
 from infer.extrapolate import (
     fill_canvas,
     fusion_gaussians,
+    lift,
     neighbour_order,
     neighbour_transforms,
     static_masks,
@@ -55,10 +56,10 @@ def filled_canvas(clip, static, frame=FRAME):
         canvas=canvas,
         empty=valid[0, 0] == 0,
         K_canvas=K_pad[0],
-        images=images[neighbours],
-        depths=depths,
-        static=static,
-        K=K,
+        neighbours=[
+            lift(image=image, depth=depth, static=keep, K=K)
+            for image, depth, keep in zip(images[neighbours], depths, static, strict=True)
+        ],
         to_canvas=neighbour_transforms(c2w, frame, neighbours),
     )
     canvas = canvas.permute(1, 2, 0).numpy()
