@@ -19,7 +19,7 @@ time would leave a ghost where it no longer is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -169,10 +169,14 @@ def fusion_gaussians(
     moved into a frame's camera by ``to_frame [4, 4]``, that fall outside that frame's
     ``size = (width, height)`` view with intrinsics ``K``."""
     width, height = size
-    moved = gaussians[keep].transform(to_frame)
-    uv, z = project(moved.means, K)
+    # the test needs only the moved centres; the rest is gathered and moved for the few
+    # that pass (a tenth or less of a frame's static pixels)
+    means = transform_points(to_frame, gaussians.means[keep])
+    uv, z = project(means, K)
     inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-    return moved[~inside & (z > 0)]
+    outside = ~inside & (z > 0)
+    moved = gaussians[keep.nonzero()[:, 0][outside]].transform(to_frame)
+    return replace(moved, means=means[outside])
 
 
 def neighbour_transforms(c2w: Tensor, index: int, neighbours: list[int]) -> Tensor:

@@ -3,7 +3,8 @@
 // The same maths as model/rasterize_torch.py's _composite (gsplat 1.5's classic path), one
 // tile per OpenMP task: the tile's Gaussians are the outer loop and its pixels the inner one,
 // so the inner loop runs over contiguous per-pixel state and the whole tile stops as soon as
-// every pixel is saturated. The backward pass walks each list back to front from the last
+// every pixel is saturated. A Gaussian visits only the tile's pixels in the bounding box of
+// its footprint, and reads its values from one packed row. The backward pass walks each list back to front from the last
 // Gaussian each pixel used, recovering the transmittance by division, as gsplat's CUDA
 // backward does. Gradients are summed per thread and reduced in thread order, so a run is
 // deterministic for a given thread count.
@@ -21,6 +22,7 @@ namespace {
 constexpr float kAlphaMin = 1.0f / 255.0f;
 constexpr float kAlphaMax = 0.999f;
 constexpr float kTransmittanceMin = 1e-4f;
+constexpr int64_t kAhead = 8;  // list entries ahead whose Gaussian is prefetched
 
 struct Grid {
   int64_t tiles_x, tiles_per_view, width, height, tile;
@@ -59,6 +61,58 @@ inline float footprint(float opacity) {
   return opacity > kAlphaMin ? std::log(opacity / kAlphaMin) + 1e-3f : -1.0f;
 }
 
+// Each Gaussian's values side by side, [M, 6 + F]: mx, my, a, b, c, opacity, features. The
+// lists visit Gaussians in depth order, so every entry is a fetch from far away, and one row
+// is fewer cache lines than five arrays.
+std::vector<float> packed_rows(const torch::Tensor& means2d, const torch::Tensor& conics,
+                               const torch::Tensor& opacities, const torch::Tensor& features) {
+  const int64_t M = means2d.size(0), F = features.size(1), stride = 6 + F;
+  std::vector<float> packed(static_cast<size_t>(M * stride));
+  const float* m = means2d.data_ptr<float>();
+  const float* q = conics.data_ptr<float>();
+  const float* o = opacities.data_ptr<float>();
+  const float* f = features.data_ptr<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t id = 0; id < M; ++id) {
+    float* row = &packed[id * stride];
+    row[0] = m[2 * id];
+    row[1] = m[2 * id + 1];
+    std::copy(q + 3 * id, q + 3 * id + 3, row + 2);
+    row[5] = o[id];
+    std::copy(f + id * F, f + (id + 1) * F, row + 6);
+  }
+  return packed;
+}
+
+// The rows [r0, r1] and columns [c0, c1] of a tile's pixels that can lie in a Gaussian's
+// footprint sigma <= reach: the bounding box of that ellipse (sigma = d^T Q d / 2 with
+// Q = [[a, b], [b, c]], so |dx| <= sqrt(2 reach c / det Q)), widened by 1% and 0.01 px, far
+// more than float's rounding of sigma, so every pixel left out has sigma > reach as computed
+// and the loops would have skipped it. False when no pixel can be in it. A nearly degenerate
+// conic, whose determinant float cannot be trusted, keeps the whole tile.
+inline bool footprint_box(const Grid& grid, int64_t local, float mx, float my, float a, float b, float c,
+                          float reach, int* r0, int* r1, int* c0, int* c1) {
+  const int last = static_cast<int>(grid.tile) - 1;
+  *r0 = *c0 = 0;
+  *r1 = *c1 = last;
+  if (reach < 0.0f) return false;
+  const float det = a * c - b * b;
+  if (!(a > 0.0f && c > 0.0f && det > 1e-3f * a * c && std::isfinite(mx) && std::isfinite(my))) return true;
+  const float ex = 1.01f * std::sqrt(2.0f * reach * c / det) + 0.01f;
+  const float ey = 1.01f * std::sqrt(2.0f * reach * a / det) + 0.01f;
+  // the centre of the tile's pixel (col, row) is (x0 + col, y0 + row)
+  const float x0 = static_cast<float>((local % grid.tiles_x) * grid.tile) + 0.5f;
+  const float y0 = static_cast<float>((local / grid.tiles_x) * grid.tile) + 0.5f;
+  const float lo_x = std::ceil(mx - ex - x0), hi_x = std::floor(mx + ex - x0);
+  const float lo_y = std::ceil(my - ey - y0), hi_y = std::floor(my + ey - y0);
+  if (hi_x < 0.0f || hi_y < 0.0f || lo_x > last || lo_y > last) return false;
+  *c0 = static_cast<int>(std::max(lo_x, 0.0f));
+  *c1 = static_cast<int>(std::min(hi_x, static_cast<float>(last)));
+  *r0 = static_cast<int>(std::max(lo_y, 0.0f));
+  *r1 = static_cast<int>(std::min(hi_y, static_cast<float>(last)));
+  return true;
+}
+
 }  // namespace
 
 // Returns features [V*H*W, F], alpha [V*H*W], the final transmittance [V*H*W] and the number
@@ -77,10 +131,9 @@ std::vector<torch::Tensor> composite_forward(
   auto alpha_out = torch::zeros({pixels}, features.options());
   auto final_t = torch::ones({pixels}, features.options());
   auto used = torch::zeros({pixels}, features.options().dtype(torch::kInt32));
-  const float* m = means2d.data_ptr<float>();
-  const float* q = conics.data_ptr<float>();
-  const float* o = opacities.data_ptr<float>();
-  const float* f = features.data_ptr<float>();
+  const std::vector<float> packed = packed_rows(means2d, conics, opacities, features);
+  const float* rows = packed.data();
+  const int64_t stride = 6 + F;
   const int64_t* s = starts.data_ptr<int64_t>();
   const int64_t* g = gauss.data_ptr<int64_t>();
   float* out = image.data_ptr<float>();
@@ -112,13 +165,17 @@ std::vector<torch::Tensor> composite_forward(
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t k = begin; k < end && active > 0; ++k) {
-        const int64_t id = g[k];
-        const float mx = m[2 * id], my = m[2 * id + 1];
-        const float a = q[3 * id], b = q[3 * id + 1], c = q[3 * id + 2], op = o[id];
-        const float* fk = f + id * F;
+        if (k + kAhead < end) __builtin_prefetch(rows + g[k + kAhead] * stride);
+        const float* values = rows + g[k] * stride;
+        const float mx = values[0], my = values[1], a = values[2], b = values[3], c = values[4];
+        const float op = values[5], *fk = values + 6;
         const float reach = footprint(op);
-        tile_sigmas(mx, my, a, b, c, px.data(), py.data(), sig.data(), P);
-        for (int p = 0; p < P; ++p) {
+        int r0, r1, c0, c1;
+        if (!footprint_box(grid, local, mx, my, a, b, c, reach, &r0, &r1, &c0, &c1)) continue;
+        const int width = static_cast<int>(tile), first = r0 * width;
+        tile_sigmas(mx, my, a, b, c, &px[first], &py[first], &sig[first], (r1 - r0 + 1) * width);
+        for (int r = r0; r <= r1; ++r)
+        for (int p = r * width + c0; p <= r * width + c1; ++p) {
           const float sigma = sig[p];
           if (done[p] || sigma < 0.0f || sigma > reach) continue;
           const float alpha = std::min(kAlphaMax, op * std::exp(-sigma));
@@ -168,10 +225,8 @@ std::vector<torch::Tensor> composite_backward(
   std::vector<float> sums(static_cast<size_t>(threads) * M * stride, 0.0f);
   const float* gimg = grad_image.data_ptr<float>();
   const float* galpha = grad_alpha.data_ptr<float>();
-  const float* m = means2d.data_ptr<float>();
-  const float* q = conics.data_ptr<float>();
-  const float* o = opacities.data_ptr<float>();
-  const float* f = features.data_ptr<float>();
+  const std::vector<float> packed = packed_rows(means2d, conics, opacities, features);
+  const float* rows = packed.data();
   const int64_t* s = starts.data_ptr<int64_t>();
   const int64_t* g = gauss.data_ptr<int64_t>();
   const float* t_end = final_t.data_ptr<float>();
@@ -204,15 +259,20 @@ std::vector<torch::Tensor> composite_backward(
       }
       std::fill(later.begin(), later.end(), 0.0f);
       for (int32_t k = longest - 1; k >= 0; --k) {
+        if (k >= kAhead) __builtin_prefetch(rows + g[begin + k - kAhead] * stride);
         const int64_t id = g[begin + k];
-        const float mx = m[2 * id], my = m[2 * id + 1];
-        const float a = q[3 * id], b = q[3 * id + 1], c = q[3 * id + 2], op = o[id];
-        const float* fk = f + id * F;
-        std::fill(entry.begin(), entry.end(), 0.0f);
+        const float* values = rows + id * stride;
+        const float mx = values[0], my = values[1], a = values[2], b = values[3], c = values[4];
+        const float op = values[5], *fk = values + 6;
         const float reach = footprint(op);
-        tile_sigmas(mx, my, a, b, c, px.data(), py.data(), sig.data(), P);
+        int r0, r1, c0, c1;
+        if (!footprint_box(grid, local, mx, my, a, b, c, reach, &r0, &r1, &c0, &c1)) continue;
+        std::fill(entry.begin(), entry.end(), 0.0f);
+        const int width = static_cast<int>(tile), first = r0 * width;
+        tile_sigmas(mx, my, a, b, c, &px[first], &py[first], &sig[first], (r1 - r0 + 1) * width);
         bool touched = false;
-        for (int p = 0; p < P; ++p) {
+        for (int r = r0; r <= r1; ++r)
+        for (int p = r * width + c0; p <= r * width + c1; ++p) {
           const float sigma = sig[p];
           if (k >= last[p] || sigma < 0.0f || sigma > reach) continue;
           const float dx = mx - px[p], dy = my - py[p];
