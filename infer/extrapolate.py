@@ -169,8 +169,8 @@ def fusion_gaussians(
     moved into a frame's camera by ``to_frame [4, 4]``, that fall outside that frame's
     ``size = (width, height)`` view with intrinsics ``K``."""
     width, height = size
-    # the test needs only the moved centres; the rest is gathered and moved for the few
-    # that pass (a tenth or less of a frame's static pixels)
+    # the test needs only the moved centres; the rest of each Gaussian is gathered and
+    # moved only where it passes
     means = transform_points(to_frame, gaussians.means[keep])
     uv, z = project(means, K)
     inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)

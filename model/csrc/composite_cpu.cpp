@@ -4,10 +4,10 @@
 // tile per OpenMP task: the tile's Gaussians are the outer loop and its pixels the inner one,
 // so the inner loop runs over contiguous per-pixel state and the whole tile stops as soon as
 // every pixel is saturated. A Gaussian visits only the tile's pixels in the bounding box of
-// its footprint, and reads its values from one packed row. The backward pass walks each list back to front from the last
-// Gaussian each pixel used, recovering the transmittance by division, as gsplat's CUDA
-// backward does. Gradients are summed per thread and reduced in thread order, so a run is
-// deterministic for a given thread count.
+// its footprint, and reads its values from one packed row. The backward pass walks each list
+// back to front from the last Gaussian each pixel used, recovering the transmittance by
+// division, as gsplat's CUDA backward does. Gradients are summed per thread and reduced in
+// thread order, so a run is deterministic for a given thread count.
 
 #include <torch/extension.h>
 
