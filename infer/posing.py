@@ -171,7 +171,9 @@ def pose_shots(
     once; each shot's result is kept in ``done`` as it comes, so a stopped run keeps the shots
     already posed."""
     segments = []
-    with Child() as child, tempfile.TemporaryDirectory(prefix="gavs-sfm-") as scratch:
+    # the child is entered last so that it exits first: a stop kills it and waits for it
+    # before its scratch folder goes, which it could otherwise still be writing into
+    with tempfile.TemporaryDirectory(prefix="gavs-sfm-") as scratch, Child() as child:
         calls = itertools.count()
 
         def estimate(stretch: np.ndarray, config: PoseConfig) -> ClipPoses:
