@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, from Debian's packages, for the real-SLURM tests
-# (tests/test_slurm.py). Needs root and apt. Idempotent: a second call rewrites the config and
-# has the running daemons read it.
+# (tests/test_slurm.py). Needs root and apt. Idempotent: a second call rewrites the config, has
+# the running daemons read it and cancels every job.
 #
 #   bash .ci/slurm.sh        # installs slurm-wlm and munge if absent, writes the config, starts
 #   sinfo                    # one node, idle, in partition "ci"
@@ -58,19 +58,23 @@ NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
-if pgrep -x slurmctld >/dev/null; then
-    scontrol reconfigure  # already running: take this config
+# A cluster that is already running takes this config and drops every job; a fresh start clears
+# the saved state (-c). Either way the tests begin on an empty node: a job recovered from a run
+# that was cut short would otherwise hold the node allocated with no process behind it.
+if scontrol ping >/dev/null 2>&1; then
+    scontrol reconfigure
+    scancel --full --quiet --user=root || true
 else
-    slurmctld
+    slurmctld -c
 fi
-pgrep -x slurmd >/dev/null || slurmd
-for _ in $(seq 60); do
+pgrep -x slurmd >/dev/null || slurmd -c
+for _ in $(seq 120); do
     if sinfo -h -o %T | grep -qx idle; then
         sinfo
         exit 0
     fi
     sleep 1
 done
-echo "slurm: the node did not become idle within 60 s; see /var/log/slurm/" >&2
+echo "slurm: the node did not become idle within 120 s; see /var/log/slurm/" >&2
 sinfo >&2 || true
 exit 1
