@@ -151,7 +151,7 @@ class _Scene:
         steps = range(0, count, self.config.batch)
         for start in tqdm(steps, desc="depth", disable=not progress, dynamic_ncols=True):
             images = self._tensor(list(range(start, min(start + self.config.batch, count))))
-            depths.append(self.net(images, self.K.expand(len(images), 3, 3)).depth[:, 0])
+            depths.append(self.net.first_layer_depth(images))
         return torch.cat(depths)
 
     def _canvas(self, index: int, padded: Tensor, valid: Tensor, K_pad: Tensor) -> tuple[Tensor, Tensor]:

@@ -110,8 +110,22 @@ class GaussianPredictor(nn.Module):
 
     def forward(self, image: Tensor, K: Tensor, valid: Tensor | None = None) -> NetworkOutput:
         """``image [B, 3, H, W]`` in [0, 1], ``K [B, 3, 3]`` of that (padded) image."""
-        cfg = self.config
         B, _, H, W = image.shape
+        # Heads and geometry stay in float32 under mixed precision: bf16's 8-bit mantissa would
+        # put a Gaussian's depth, and so its pixel position, off by more than a pixel.
+        with torch.autocast(image.device.type, enabled=False):
+            raw = self.head(self._trunk(image, valid))
+            raw = raw.view(B, self.config.layers, CHANNELS_PER_LAYER, H, W)
+            return self._gaussians(raw, image.float(), K.float())
+
+    def first_layer_depth(self, image: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``[B, H, W]``: ``forward(image, K, valid).depth[:, 0]``, to the bit, without the
+        Gaussians. The whole head runs: its one channel alone would be summed in another order."""
+        with torch.autocast(image.device.type, enabled=False):
+            return self._depth0(self.head(self._trunk(image, valid))[:, 0])
+
+    def _trunk(self, image: Tensor, valid: Tensor | None) -> Tensor:
+        """``[B, C, H, W]`` float32: what the 1x1 head reads (its input layer's output)."""
         valid = torch.ones_like(image[:, :1]) if valid is None else valid
         x = torch.cat([(image - self.mean) / self.std, valid], 1)
         features = self.encoder(x)
@@ -125,19 +139,19 @@ class GaussianPredictor(nn.Module):
                 h = fuse(torch.cat([h, skip], 1))
             else:
                 h = fuse(h)
-        h = F.interpolate(h, size=(H, W), mode="bilinear", align_corners=False)
-        # Heads and geometry stay in float32 under mixed precision: bf16's 8-bit mantissa would
-        # put a Gaussian's depth, and so its pixel position, off by more than a pixel.
+        h = F.interpolate(h, size=image.shape[-2:], mode="bilinear", align_corners=False)
         with torch.autocast(image.device.type, enabled=False):
-            raw = self.head(self.head_in(torch.cat([h.float(), x.float()], 1)))
-            raw = raw.view(B, cfg.layers, CHANNELS_PER_LAYER, H, W)
-            return self._gaussians(raw, image.float(), K.float())
+            return self.head_in(torch.cat([h.float(), x.float()], 1))
+
+    def _depth0(self, raw: Tensor) -> Tensor:
+        """First-layer depth from its raw channel: inverse depth sigmoid-bounded to the range."""
+        lo, hi = 1 / self.config.max_depth, 1 / self.config.min_depth
+        return 1.0 / (lo + (hi - lo) * torch.sigmoid(raw))
 
     def _gaussians(self, raw: Tensor, image: Tensor, K: Tensor) -> NetworkOutput:
         cfg = self.config
         B, L, _, H, W = raw.shape
-        lo, hi = 1 / cfg.max_depth, 1 / cfg.min_depth
-        depth0 = 1.0 / (lo + (hi - lo) * torch.sigmoid(raw[:, :1, 0]))
+        depth0 = self._depth0(raw[:, :1, 0])
         increments = F.softplus(raw[:, 1:, 0]) * depth0  # relative: deeper layers behind
         depth = torch.cat([depth0, depth0 + torch.cumsum(increments, 1)], 1)  # [B, L, H, W]
         focal = K[:, 0, 0].view(B, 1, 1, 1)

@@ -30,6 +30,20 @@ def test_fresh_network_output_structure(frame):
     )
 
 
+def test_first_layer_depth_is_the_forward_pass_first_layer_depth(frame):
+    image, K = frame
+    torch.manual_seed(0)
+    net = GaussianPredictor(NetworkConfig(layers=2)).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.1)  # depths that vary over the frame
+    valid = (torch.rand_like(image[:, :1]) > 0.3).float()
+    with torch.no_grad():
+        for mask in (None, valid):
+            expected = net(image, K, mask).depth[:, 0]
+            assert expected.std() > 1e-3
+            # the same convolutions on the same inputs: equal, not merely close
+            assert torch.equal(net.first_layer_depth(image, mask), expected)
+
+
 def test_rotations_are_the_raw_quaternions_normalised(frame):
     image, K = frame
     net = GaussianPredictor(NetworkConfig(layers=2))

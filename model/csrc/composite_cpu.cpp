@@ -358,31 +358,37 @@ std::vector<torch::Tensor> tile_lists(
   auto clamp = [](float value, int64_t high) {
     return std::min<int64_t>(std::max<int64_t>(static_cast<int64_t>(value), 0), high);
   };
-  for (int64_t id = 0; id < V * N; ++id) {
-    int64_t* box = &rect[id * 4];
-    if (!vp[id]) {
-      box[0] = box[1] = box[2] = box[3] = 0;
-      continue;
+  // Views are counted and filled in parallel: each writes only its own tiles' counters and
+  // lists, and within a view the ids still go in in order.
+#pragma omp parallel for schedule(static)
+  for (int64_t view = 0; view < V; ++view) {
+    for (int64_t id = view * N; id < (view + 1) * N; ++id) {
+      int64_t* box = &rect[id * 4];
+      if (!vp[id]) {
+        box[0] = box[1] = box[2] = box[3] = 0;
+        continue;
+      }
+      const float u = mp[2 * id] / size, v = mp[2 * id + 1] / size;
+      const float rx = static_cast<float>(rp[2 * id]) / size, ry = static_cast<float>(rp[2 * id + 1]) / size;
+      box[0] = clamp(std::floor(u - rx), tiles_x);
+      box[1] = clamp(std::ceil(u + rx), tiles_x);
+      box[2] = clamp(std::floor(v - ry), tiles_y);
+      box[3] = clamp(std::ceil(v + ry), tiles_y);
+      for (int64_t row = box[2]; row < box[3]; ++row)
+        for (int64_t col = box[0]; col < box[1]; ++col) ++sp[view * per_view + row * tiles_x + col + 1];
     }
-    const float u = mp[2 * id] / size, v = mp[2 * id + 1] / size;
-    const float rx = static_cast<float>(rp[2 * id]) / size, ry = static_cast<float>(rp[2 * id + 1]) / size;
-    box[0] = clamp(std::floor(u - rx), tiles_x);
-    box[1] = clamp(std::ceil(u + rx), tiles_x);
-    box[2] = clamp(std::floor(v - ry), tiles_y);
-    box[3] = clamp(std::ceil(v + ry), tiles_y);
-    const int64_t view = id / N;
-    for (int64_t row = box[2]; row < box[3]; ++row)
-      for (int64_t col = box[0]; col < box[1]; ++col) ++sp[view * per_view + row * tiles_x + col + 1];
   }
   for (int64_t t = 0; t < V * per_view; ++t) sp[t + 1] += sp[t];
   auto gauss = torch::empty({sp[V * per_view]}, torch::kInt64);
   int64_t* gp = gauss.data_ptr<int64_t>();
   std::vector<int64_t> cursor(sp, sp + V * per_view);
-  for (int64_t id = 0; id < V * N; ++id) {  // in id order, so each list starts in id order
-    const int64_t* box = &rect[id * 4];
-    const int64_t view = id / N;
-    for (int64_t row = box[2]; row < box[3]; ++row)
-      for (int64_t col = box[0]; col < box[1]; ++col) gp[cursor[view * per_view + row * tiles_x + col]++] = id;
+#pragma omp parallel for schedule(static)
+  for (int64_t view = 0; view < V; ++view) {
+    for (int64_t id = view * N; id < (view + 1) * N; ++id) {  // in id order: each list starts so
+      const int64_t* box = &rect[id * 4];
+      for (int64_t row = box[2]; row < box[3]; ++row)
+        for (int64_t col = box[0]; col < box[1]; ++col) gp[cursor[view * per_view + row * tiles_x + col]++] = id;
+    }
   }
 #pragma omp parallel for schedule(dynamic, 16)
   for (int64_t t = 0; t < V * per_view; ++t)
