@@ -139,12 +139,14 @@ def fill_canvas(
         uv, z = project(transform_points(transform, lifted.points), K_canvas)
         x, y = uv[:, 0].floor().long(), uv[:, 1].floor().long()
         hit = (z > 1e-6) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
-        pixel = y[hit] * width + x[hit]
-        hit_empty = empty.flatten()[pixel]
-        pixels.append(pixel[hit_empty])
+        # every point's pixel, clamped so that the misses index something, and then the
+        # indices of the hits on empty pixels: one gather per array instead of two masks
+        pixel = y.clamp(0, height - 1) * width + x.clamp(0, width - 1)
+        kept = (hit & empty.flatten()[pixel]).nonzero()[:, 0]
+        pixels.append(pixel[kept])
         # one key orders all splats: earlier neighbours first, then the nearer surface
-        keys.append(rank * DEPTH_RANGE + z[hit][hit_empty].clamp(max=DEPTH_RANGE / 2))
-        colours.append(lifted.colours[hit][hit_empty])
+        keys.append(rank * DEPTH_RANGE + z[kept].clamp(max=DEPTH_RANGE / 2))
+        colours.append(lifted.colours[kept])
     filled = torch.zeros_like(empty)
     if pixels:
         pixel, key, colour = torch.cat(pixels), torch.cat(keys), torch.cat(colours)
