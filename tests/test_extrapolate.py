@@ -11,6 +11,7 @@ import torch
 from data_prep.synthetic import SyntheticConfig, generate, render_views_and_geometry
 from infer.canvas import pad_amounts, pad_canvas
 from infer.extrapolate import (
+    Lifted,
     fill_canvas,
     fusion_gaussians,
     lift,
@@ -127,3 +128,27 @@ def test_fusion_keeps_only_gaussians_outside_the_frame():
     fused = fusion_gaussians(gaussians, keep, torch.eye(4), K, (160, 90))
     # in view (x=0) and behind the camera are dropped; +-3 at depth 2 project far outside
     assert sorted(fused.means[:, 0].tolist()) == [-3.0, 3.0]
+
+
+def test_only_points_in_front_landing_on_empty_pixels_fill_the_canvas():
+    # a 6x4 canvas observed in columns 1 and 2 only, and K the identity, so that a point
+    # (x, y, 1) lands on pixel (x, y)
+    K = torch.eye(3)
+    empty = torch.ones(4, 6, dtype=torch.bool)
+    empty[:, 1:3] = False
+    pixels = [(4.5, 1.5, 1.0), (1.5, 1.5, 1.0), (-3.0, 1.5, 1.0), (9.0, 1.5, 1.0), (4.5, 9.0, 1.0)]
+    points = torch.tensor([[u * z, v * z, z] for u, v, z in pixels] + [[-4.5, -1.5, -1.0]])
+    # on an empty pixel, on an observed one, off each edge, and behind the camera (it
+    # would project to (4.5, 1.5)); the misses would land on empty pixels once clamped
+    colours = torch.arange(1.0, len(points) + 1)[:, None].expand(-1, 3)
+    canvas, filled = fill_canvas(
+        canvas=torch.zeros(3, 4, 6),
+        empty=empty,
+        K_canvas=K,
+        neighbours=[Lifted(points, colours)],
+        to_canvas=torch.eye(4)[None],
+    )
+    expected = torch.zeros(4, 6, dtype=torch.bool)
+    expected[1, 4] = True
+    assert torch.equal(filled, expected)
+    assert torch.equal(canvas[:, 1, 4], torch.ones(3)) and canvas.sum() == 3
