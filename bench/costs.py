@@ -3,11 +3,14 @@
     python bench/costs.py RUN.report.json [...] [--out bench/results/costs.json]
 
 Each report gives a run's stage times and its work: frames, the working and output sizes,
-and the finetuning renders (steps x batch x (neighbours + 1), summed over its segments). Per
-stage, a least-squares fit through the origin of seconds on work gives the unit costs:
-poses on frames x working megapixels, finetuning on renders x working megapixels, render on
-frames x working and frames x output megapixels, evaluation on frames. Prints the costs, in
-``configs/costs.yaml``'s keys, and each run's estimate against its measured time; writes JSON.
+and the finetuning steps and renders (steps x batch x (neighbours + 1), summed over its
+segments). Per stage, a least-squares fit through the origin of seconds on work gives the
+unit costs: poses on frames x working megapixels; finetuning on steps x and renders x working
+megapixels (a step's network passes and update come once, however many views it renders);
+render on frames x working and frames x output megapixels; evaluation on frames. The fit
+needs runs that vary what each pair of columns counts (renders per step; output size
+against working size). Prints the costs, in ``configs/costs.yaml``'s keys, and each run's
+estimate against its measured time; writes JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from common.atomic import write_atomic
 
 STAGES = {  # stage: (the costs.yaml keys, the columns of work they multiply)
     "poses": (["poses_per_frame_mpx"], lambda w: [w["frames"] * w["work_mpx"]]),
-    "finetune": (["finetune_per_render_mpx"], lambda w: [w["renders"] * w["work_mpx"]]),
+    "finetune": (
+        ["finetune_per_step_mpx", "finetune_per_render_mpx"],
+        lambda w: [w["steps"] * w["work_mpx"], w["renders"] * w["work_mpx"]],
+    ),
     "render": (
         ["render_per_frame_mpx", "write_per_frame_mpx"],
         lambda w: [w["frames"] * w["work_mpx"], w["frames"] * w["out_mpx"]],
@@ -41,6 +47,7 @@ def work(report: dict) -> dict[str, float]:
         "frames": report["frames"],
         "work_mpx": width * height / 1e6,
         "out_mpx": out_width * out_height / 1e6,
+        "steps": steps,
         "renders": steps * tuning["batch"] * (tuning["neighbours"] + 1),
     }
 

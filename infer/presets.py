@@ -88,10 +88,12 @@ def estimate_seconds(
     work = working_size(info.width, info.height, config.resolution)
     work_mpx, out_mpx = work[0] * work[1] / 1e6, info.width * info.height / 1e6
     tuning = config.finetune
-    renders = step_count(frames, tuning) * tuning.batch * (tuning.neighbours + 1)
+    steps = step_count(frames, tuning)
+    renders = steps * tuning.batch * (tuning.neighbours + 1)
     seconds = {
         "poses": frames * work_mpx * costs["poses_per_frame_mpx"],
-        "finetune": renders * work_mpx * costs["finetune_per_render_mpx"],
+        "finetune": work_mpx
+        * (steps * costs["finetune_per_step_mpx"] + renders * costs["finetune_per_render_mpx"]),
         "render": frames
         * (work_mpx * costs["render_per_frame_mpx"] + out_mpx * costs["write_per_frame_mpx"]),
     }

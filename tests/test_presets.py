@@ -73,6 +73,10 @@ def test_the_estimate_grows_with_the_work_and_needs_measured_costs(tmp_path):
     longer = estimate_seconds(config, dataclasses.replace(info, promised_frames=400), CPU, evaluate=True)
     assert longer["poses"] == pytest.approx(100 * base["poses"]) and longer["evaluate"] > 0
     assert longer["finetune"] > base["finetune"]  # past min_steps, steps follow the frames
+    doubled = dataclasses.replace(config.finetune, batch=2 * config.finetune.batch)
+    wider = estimate_seconds(dataclasses.replace(config, finetune=doubled), info, CPU, evaluate=False)
+    # twice the renders a step; the step's own passes and update do not double
+    assert base["finetune"] < wider["finetune"] < 2 * base["finetune"]
     bigger = estimate_seconds(dataclasses.replace(config, resolution=32), info, CPU, evaluate=False)
     assert bigger["poses"] == pytest.approx(base["poses"] / 4)  # a quarter of the working pixels
     assert estimate_seconds(config, info, torch.device("meta"), evaluate=False) is None
