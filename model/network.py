@@ -111,21 +111,23 @@ class GaussianPredictor(nn.Module):
     def forward(self, image: Tensor, K: Tensor, valid: Tensor | None = None) -> NetworkOutput:
         """``image [B, 3, H, W]`` in [0, 1], ``K [B, 3, 3]`` of that (padded) image."""
         B, _, H, W = image.shape
+        head_input = self._trunk(image, valid)  # under the caller's autocast, if any
         # Heads and geometry stay in float32 under mixed precision: bf16's 8-bit mantissa would
         # put a Gaussian's depth, and so its pixel position, off by more than a pixel.
         with torch.autocast(image.device.type, enabled=False):
-            raw = self.head(self._trunk(image, valid))
-            raw = raw.view(B, self.config.layers, CHANNELS_PER_LAYER, H, W)
+            raw = self.head(head_input).view(B, self.config.layers, CHANNELS_PER_LAYER, H, W)
             return self._gaussians(raw, image.float(), K.float())
 
     def first_layer_depth(self, image: Tensor, valid: Tensor | None = None) -> Tensor:
         """``[B, H, W]``: ``forward(image, K, valid).depth[:, 0]``, to the bit, without the
         Gaussians. The whole head runs: its one channel alone would be summed in another order."""
+        head_input = self._trunk(image, valid)
         with torch.autocast(image.device.type, enabled=False):
-            return self._depth0(self.head(self._trunk(image, valid))[:, 0])
+            return self._depth0(self.head(head_input)[:, 0])
 
     def _trunk(self, image: Tensor, valid: Tensor | None) -> Tensor:
-        """``[B, C, H, W]`` float32: what the 1x1 head reads (its input layer's output)."""
+        """``[B, C, H, W]`` float32: what the 1x1 head reads (its input layer's output). The
+        encoder and decoder run under the caller's autocast; the head's input layer does not."""
         valid = torch.ones_like(image[:, :1]) if valid is None else valid
         x = torch.cat([(image - self.mean) / self.std, valid], 1)
         features = self.encoder(x)

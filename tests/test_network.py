@@ -44,6 +44,19 @@ def test_first_layer_depth_is_the_forward_pass_first_layer_depth(frame):
             assert torch.equal(net.first_layer_depth(image, mask), expected)
 
 
+def test_under_autocast_the_trunk_runs_in_bf16_and_the_head_in_float32(frame):
+    image, K = frame
+    net = GaussianPredictor(NetworkConfig(layers=2))
+    dtypes = {}
+    for name, module in (("encoder", net.encoder.conv1), ("head_in", net.head_in[0]), ("head", net.head)):
+        module.register_forward_hook(lambda _, __, out, name=name: dtypes.__setitem__(name, out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for run in (lambda: net(image, K).depth, lambda: net.first_layer_depth(image)):
+            dtypes.clear()
+            assert run().dtype == torch.float32
+            assert dtypes == {"encoder": torch.bfloat16, "head_in": torch.float32, "head": torch.float32}
+
+
 def test_rotations_are_the_raw_quaternions_normalised(frame):
     image, K = frame
     net = GaussianPredictor(NetworkConfig(layers=2))

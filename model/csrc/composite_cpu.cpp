@@ -384,7 +384,8 @@ std::vector<torch::Tensor> tile_lists(
   std::vector<int64_t> cursor(sp, sp + V * per_view);
 #pragma omp parallel for schedule(static)
   for (int64_t view = 0; view < V; ++view) {
-    for (int64_t id = view * N; id < (view + 1) * N; ++id) {  // in id order: each list starts so
+    // in id order, so each list starts in id order
+    for (int64_t id = view * N; id < (view + 1) * N; ++id) {
       const int64_t* box = &rect[id * 4];
       for (int64_t row = box[2]; row < box[3]; ++row)
         for (int64_t col = box[0]; col < box[1]; ++col) gp[cursor[view * per_view + row * tiles_x + col]++] = id;
